@@ -1,0 +1,292 @@
+"""The element-wise engine: flat state per (param group, dtype) and one kernel
+call per group step.
+
+A :class:`FlatGroup` owns, for the parameters of one dtype in one param group,
+one contiguous array per state name (``exp_avg``, ...), the float32 step
+counters, and a cached table of parameter addresses.  ``optimizer.state[p]``
+holds views into those arrays, so the torch-shaped ``state_dict()`` costs no
+copies and a step costs one kernel call however many parameters there are.
+
+A step is two phases so that bad input changes nothing: :meth:`FlatGroup.prepare`
+validates every gradient and builds the work of the step without touching
+any parameter or state; :meth:`StepWork.run` then initialises new state,
+advances step counters and calls the kernel.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Mapping
+
+import numpy as np
+
+from . import config
+from .registry import AlgorithmSpec
+
+__all__ = ["FlatGroup", "ParamState", "param_where"]
+
+_EMPTY = {}
+
+
+def param_where(group_index: int, position: int) -> str:
+    return f"param_groups[{group_index}]['params'][{position}]"
+
+
+class ParamState(dict):
+    """``optimizer.state[p]``: a dict whose flat entries are views of the group's
+    flat state.  Assigning to such an entry copies the value into the view, so
+    the kernel keeps seeing it (torch would rebind the key to the new tensor;
+    the values that the next step uses are the same)."""
+
+    def __setitem__(self, key, value):
+        current = self.get(key)
+        if isinstance(current, np.ndarray) and getattr(self, "_flat", None) and key in self._flat:
+            value = np.asarray(value)
+            if value.shape != current.shape and value.size != current.size:
+                raise ValueError(
+                    f"state entry {key!r} has shape {current.shape}; cannot assign an array "
+                    f"of shape {value.shape}")
+            np.copyto(current, value.reshape(current.shape), casting="unsafe")
+            return
+        dict.__setitem__(self, key, value)
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def _same_layout(p: np.ndarray, g: np.ndarray) -> bool:
+    """Whether element k of ``g``'s memory is element k of ``p``'s memory."""
+    if p.ndim <= 1 or p.size <= 1:
+        return g.flags.c_contiguous or g.flags.f_contiguous
+    if p.flags.c_contiguous:
+        return g.flags.c_contiguous
+    return g.flags.f_contiguous
+
+
+def _layout_copy(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return np.asfortranarray(g) if (p.flags.f_contiguous and not p.flags.c_contiguous) \
+        else np.ascontiguousarray(g)
+
+
+class FlatGroup:
+    """Flat state and kernel dispatch for the ``dtype`` parameters of one group."""
+
+    def __init__(self, spec: AlgorithmSpec, dtype: np.dtype, params: list, positions: list,
+                 counts: list, state: defaultdict, group_index: int):
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.params = params                      # unique parameters, first-occurrence order
+        self.positions = positions                # position of each in the group's list
+        self.counts = np.asarray(counts, np.int64)  # occurrences (duplicates step twice)
+        self.max_count = int(self.counts.max()) if len(counts) else 0
+        self.group_index = group_index
+        n = len(params)
+        self.sizes = np.array([p.size for p in params], np.int64)
+        self.offsets = np.zeros(n, np.int64)
+        if n > 1:
+            np.cumsum(self.sizes[:-1], out=self.offsets[1:])
+        self.total = int(self.sizes.sum())
+        self.nbytes = self.sizes * self.dtype.itemsize
+        self.param_addr = np.array([_address(p) for p in params], np.int64)
+        self.steps = np.zeros(n, np.float32)
+        self.initialized = np.zeros(n, bool)
+        self.arrays: dict[str, np.ndarray | None] = {s.name: None for s in spec.state}
+        self.present = {s.name: np.zeros(n, bool) for s in spec.state}
+        self._empty = np.empty(0, self.dtype)
+        self._grads: list = [None] * n            # gradients the address table was made for
+        self._grad_addr = np.zeros(n, np.int64)
+        self._copied = np.zeros(n, bool)          # gradients that needed a layout copy
+        self._adopt(state)
+
+    # -- state -----------------------------------------------------------------
+    def _array(self, name: str) -> np.ndarray:
+        arr = self.arrays[name]
+        if arr is None:
+            arr = self.arrays[name] = np.zeros(self.total, self.dtype)
+        return arr
+
+    def _view(self, name: str, i: int) -> np.ndarray:
+        p = self.params[i]
+        flat = self._array(name)[self.offsets[i]:self.offsets[i] + self.sizes[i]]
+        order = "F" if (p.flags.f_contiguous and not p.flags.c_contiguous) else "C"
+        return flat.reshape(p.shape, order=order)
+
+    def _step_view(self, i: int) -> np.ndarray:
+        return self.steps[i:i + 1].reshape(())
+
+    def _adopt(self, state: defaultdict) -> None:
+        """Move existing per-parameter state (loaded, or from a previous plan)
+        into the flat arrays and replace it with views."""
+        names = set(self.arrays)
+        for i, p in enumerate(self.params):
+            old = state.get(p, _EMPTY)
+            if not old:
+                continue
+            new = ParamState()
+            for key, value in old.items():
+                if key == "step" and self.spec.has_step:
+                    self.steps[i] = np.float32(np.asarray(value).reshape(()))
+                    dict.__setitem__(new, key, self._step_view(i))
+                elif key in names and isinstance(value, np.ndarray):
+                    view = self._view(key, i)
+                    np.copyto(view, value.reshape(view.shape), casting="unsafe")
+                    self.present[key][i] = True
+                    dict.__setitem__(new, key, view)
+                else:
+                    dict.__setitem__(new, key, value)
+            new._flat = names | {"step"}
+            self.initialized[i] = True
+            state[p] = new
+
+    def _init_param(self, i: int, group: Mapping, defaults: Mapping, state: defaultdict) -> None:
+        new = ParamState()
+        if self.spec.has_step:
+            self.steps[i] = 0
+            dict.__setitem__(new, "step", self._step_view(i))
+        for s in self.spec.state:
+            if s.wanted(group):
+                view = self._view(s.name, i)
+                view.fill(s.initial_value(group, defaults))
+                self.present[s.name][i] = True
+                dict.__setitem__(new, s.name, view)
+        new._flat = set(self.arrays) | {"step"}
+        if new:
+            self.initialized[i] = True
+            state[self.params[i]] = new
+
+    # -- step --------------------------------------------------------------------
+    def prepare(self, group: Mapping, defaults: Mapping, state: defaultdict) -> "StepWork | None":
+        """Validate this step's gradients and return its work, changing nothing."""
+        grads = [p.grad for p in self.params]
+        mask = np.fromiter((g is not None for g in grads), bool, len(grads))
+        if not mask.any():
+            return None
+        hold = []
+        cached = self._grads
+        for i, g in enumerate(grads):
+            if g is None or (g is cached[i] and not self._copied[i]):
+                continue
+            g = self._check_grad(i, g)
+            hold.append((i, g, grads[i]))
+        active = np.flatnonzero(mask)
+        wanted = [s for s in self.spec.state if s.wanted(group)]
+        needs_init = self.spec.has_step or bool(wanted)
+        fresh_slots = active[~self.initialized[active]] if needs_init else active[:0]
+        if len(fresh_slots) != len(active):
+            old = active[self.initialized[active]]
+            for s in wanted:
+                if not self.present[s.name][old].all():
+                    raise KeyError(s.name)
+        return StepWork(self, group, defaults, state, active, fresh_slots, hold)
+
+    def _check_grad(self, i: int, g) -> np.ndarray:
+        p = self.params[i]
+        where = param_where(self.group_index, self.positions[i])
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"{where}: grad must be a numpy array or None, got {type(g).__name__}")
+        if g.shape != p.shape:
+            raise RuntimeError(
+                f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")
+        if g.dtype != p.dtype:
+            raise RuntimeError(
+                f"{where}: grad has dtype {g.dtype} but the parameter has dtype {p.dtype}")
+        if not _same_layout(p, g):
+            g = _layout_copy(p, g)
+        return g
+
+
+class StepWork:
+    """One group's validated step, ready to run."""
+
+    __slots__ = ("fg", "group", "defaults", "state", "active", "fresh_slots", "hold")
+
+    def __init__(self, fg, group, defaults, state, active, fresh_slots, hold):
+        self.fg, self.group, self.defaults, self.state = fg, group, defaults, state
+        self.active, self.fresh_slots, self.hold = active, fresh_slots, hold
+
+    def run(self) -> None:
+        fg, group = self.fg, self.group
+        for i, g, original in self.hold:
+            fg._grads[i] = original
+            fg._copied[i] = g is not original
+            fg._grad_addr[i] = _address(g)
+        # keep layout copies alive until the kernel has read them
+        keep = [g for _, g, original in self.hold if g is not original]  # noqa: F841
+        for i in self.fresh_slots:
+            fg._init_param(int(i), group, self.defaults, self.state)
+        fresh = np.zeros(len(fg.params), bool)
+        fresh[self.fresh_slots] = True
+        spec = fg.spec
+        flags = spec.flags(group)
+        arrays = [fg.arrays[s.name] if fg.arrays[s.name] is not None else fg._empty
+                  for s in spec.state]
+        for r in range(fg.max_count):
+            slots = self.active if r == 0 else self.active[fg.counts[self.active] > r]
+            if len(slots) == 0:
+                break
+            fg.steps[slots] += np.float32(1)
+            segments, keys = _segments(fg, slots, fresh)
+            rows = np.array([spec.scalars(group, float(t), bool(f)) for t, f in keys],
+                            dtype=np.float64)
+            scalars = rows[segments[:, 4]].astype(fg.dtype)
+            seg = np.ascontiguousarray(segments[:, :4])
+            n_elements = int(seg[:, 3].sum())
+            if n_elements < config.PARALLEL_THRESHOLD:
+                kernel = spec.cpu[0]
+                chunks = np.empty((len(seg), 3), np.int64)
+                chunks[:, 0] = np.arange(len(seg))
+                chunks[:, 1] = 0
+                chunks[:, 2] = seg[:, 3]
+            else:
+                kernel = spec.cpu[1]
+                chunks = _chunks(seg[:, 3], config.CHUNK_SIZE)
+            kernel(seg, chunks, scalars, *arrays, *flags)
+
+
+def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray):
+    """Merge runs of slots that are contiguous in parameter, gradient and state
+    memory and share a step count into segments.
+
+    Returns int64 ``(n_seg, 5)`` (param addr, grad addr, state offset, length,
+    scalar-row index) and the list of ``(t, fresh)`` keys of the scalar rows.
+    """
+    pa = fg.param_addr[slots]
+    ga = fg._grad_addr[slots]
+    off = fg.offsets[slots]
+    ln = fg.sizes[slots]
+    nb = fg.nbytes[slots]
+    t = fg.steps[slots]
+    f = fresh[slots]
+    if len(slots) == 1:
+        starts = np.zeros(1, np.int64)
+    else:
+        brk = ((pa[1:] != pa[:-1] + nb[:-1]) | (ga[1:] != ga[:-1] + nb[:-1])
+               | (off[1:] != off[:-1] + ln[:-1]) | (t[1:] != t[:-1]) | (f[1:] != f[:-1]))
+        starts = np.flatnonzero(np.concatenate(([True], brk)))
+    seg = np.empty((len(starts), 5), np.int64)
+    seg[:, 0] = pa[starts]
+    seg[:, 1] = ga[starts]
+    seg[:, 2] = off[starts]
+    seg[:, 3] = np.add.reduceat(ln, starts)
+    key_t = t[starts]
+    key_f = f[starts]
+    if len(starts) == 1 or ((key_t == key_t[0]).all() and (key_f == key_f[0]).all()):
+        seg[:, 4] = 0
+        return seg, [(key_t[0], key_f[0])]
+    pairs = np.stack([key_t.astype(np.float64), key_f.astype(np.float64)], axis=1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    seg[:, 4] = inverse.reshape(-1)
+    return seg, [(u[0], u[1] != 0) for u in uniq]
+
+
+def _chunks(lengths: np.ndarray, chunk: int) -> np.ndarray:
+    """Split each segment into pieces of at most ``chunk`` elements."""
+    per_seg = np.maximum(1, -(-lengths // chunk))
+    seg_index = np.repeat(np.arange(len(lengths)), per_seg)
+    first = np.cumsum(per_seg) - per_seg
+    k = np.arange(len(seg_index)) - np.repeat(first, per_seg)
+    out = np.empty((len(seg_index), 3), np.int64)
+    out[:, 0] = seg_index
+    out[:, 1] = k * chunk
+    out[:, 2] = np.minimum((k + 1) * chunk, lengths[seg_index])
+    return out

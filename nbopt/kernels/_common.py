@@ -1,0 +1,143 @@
+"""Building blocks shared by every kernel module.
+
+* ``fma`` and ``lerp``: element operations rounded the way torch's vectorised
+  CPU kernels round them (spec section 7), so float32 results stay within an
+  ulp or two of torch's.  Each is a plain Python function (the reference the
+  CUDA simulator runs) with a Numba overload that compiles to one LLVM
+  instruction sequence.
+* ``addr_to_ptr``: turns an integer address from a pointer table into a typed
+  pointer, so that one kernel call reaches many separately allocated arrays
+  (DESIGN.md section 3) without passing them as a tuple.
+* ``cpu_kernels``: compiles a segment loop twice, serially and with
+  ``parallel=True``, with the options every kernel must use.
+
+Numba's on-disk cache keys a kernel on its own source file only: after editing
+this module, clear the ``__pycache__`` folders of ``nbopt/kernels`` (or set
+``NBOPT_CACHE=0``) so that cached kernels pick the change up.
+"""
+from __future__ import annotations
+
+import types as _pytypes
+
+import numpy as np
+from numba import njit, types
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from .. import config
+
+__all__ = ["fma", "lerp", "addr_to_ptr", "cpu_kernels"]
+
+
+def fma(a, b, c):
+    """``a * b + c`` with a single rounding (Python reference: two roundings)."""
+    return a * b + c
+
+
+@intrinsic
+def _llvm_fma(typingctx, a, b, c):
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        name = "llvm.fma.f32" if a.bitwidth == 32 else "llvm.fma.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]), name)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@overload(fma, target="cpu", inline="always")
+def _fma_cpu(a, b, c):
+    if isinstance(a, types.Float) and a == b == c:
+        def impl(a, b, c):
+            return _llvm_fma(a, b, c)
+        return impl
+
+
+def lerp(a, b, w):
+    """``torch.lerp(a, b, w)`` for a scalar weight, rounded as torch's CPU kernel.
+
+    ``|w| < 0.5``: ``fma(w, b - a, a)``; otherwise ``fma(w - 1, b - a, b)``.
+    """
+    d = b - a
+    if abs(w) < 0.5:
+        return fma(w, d, a)
+    return fma(w - 1, d, b)
+
+
+@overload(lerp, target="cpu", inline="always")
+def _lerp_cpu(a, b, w):
+    if isinstance(w, types.Float):
+        # Typed constants: a bare ``0.5`` or ``1`` would promote a float32 loop to float64.
+        dtype = np.float32 if w.bitwidth == 32 else np.float64
+        half, one = dtype(0.5), dtype(1)
+
+        def impl(a, b, w):
+            d = b - a
+            if abs(w) < half:
+                return _llvm_fma(w, d, a)
+            return _llvm_fma(w - one, d, b)
+        return impl
+
+
+@intrinsic
+def addr_to_ptr(typingctx, addr, like):
+    """A ``CPointer`` of ``like``'s dtype at integer address ``addr``."""
+    if not isinstance(addr, types.Integer) or not isinstance(like, types.Array):
+        return None
+    sig = types.CPointer(like.dtype)(addr, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+_KERNEL_OPTIONS = dict(error_model="numpy", nogil=True)
+
+
+def _jit(fn, **options):
+    options = {**_KERNEL_OPTIONS, **options}
+    if config.CACHE:
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError:
+            # No writable cache location (read-only install, no home): compile
+            # in memory rather than fail at import.
+            pass
+    return njit(**options)(fn)
+
+
+def cpu_kernels(loop):
+    """Compile a module-level segment loop as ``(serial, parallel)`` dispatchers.
+
+    The serial one is compiled from a copy of the function with its own
+    qualified name, because Numba's cache index does not tell a
+    ``parallel=True`` build from a serial build of the same function.
+    """
+    serial_fn = _pytypes.FunctionType(
+        loop.__code__, loop.__globals__, loop.__name__ + "_serial",
+        loop.__defaults__, loop.__closure__)
+    serial_fn.__qualname__ = loop.__qualname__ + "_serial"
+    serial_fn.__module__ = loop.__module__
+    serial_fn.__doc__ = loop.__doc__
+    return _jit(serial_fn), _jit(loop, parallel=True)
+
+
+# --------------------------------------------------------------------------
+# Host-side maths shared by several algorithms (Python doubles, as torch).
+
+def to_scalar(x) -> float:
+    """A hyper-parameter as a Python number (1-element arrays stand in for torch's Tensor lr)."""
+    if isinstance(x, np.ndarray):
+        return x.reshape(()).item() if x.size == 1 else x
+    return x
+
+
+def bias_correction(beta: float, t: float) -> float:
+    """``1 - beta ** t``: the Adam-family moment bias correction."""
+    return 1 - beta ** t

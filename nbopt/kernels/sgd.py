@@ -1,0 +1,87 @@
+r"""SGD with momentum, dampening and Nesterov: maths, CPU loop, registry entry.
+
+Per element::
+
+    g = -grad if maximize else grad
+    if weight_decay != 0: g = g + wd * p
+    if momentum != 0:
+        buf = g                                  on the step that creates the buffer
+        buf = momentum * buf + (1 - dampening) * g   afterwards
+        g = g + momentum * buf if nesterov else buf
+    p = p - lr * g
+"""
+from __future__ import annotations
+
+from numba import carray, njit, prange
+
+from ..registry import AlgorithmSpec, StateSpec, register
+from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+
+
+def sgd_update(p, g, buf, wd, momentum, one_minus_dampening, neg_lr, first,
+               maximize, wd_on, use_momentum, nesterov):
+    """One element of torch's single-tensor SGD; returns ``(p, buf)``."""
+    if maximize:
+        g = -g
+    if wd_on:
+        g = fma(wd, p, g)
+    if use_momentum:
+        if first:
+            buf = g
+        else:
+            buf = fma(one_minus_dampening, g, buf * momentum)
+        if nesterov:
+            g = fma(momentum, buf, g)
+        else:
+            g = buf
+    p = fma(neg_lr, g, p)
+    return p, buf
+
+
+_sgd_element = njit(error_model="numpy")(sgd_update)
+
+
+def sgd_segments(segments, chunks, scalars, momentum_buffer,
+                 maximize, wd_on, use_momentum, nesterov):
+    for c in prange(chunks.shape[0]):
+        s = chunks[c, 0]
+        n = segments[s, 3]
+        param = carray(addr_to_ptr(segments[s, 0], momentum_buffer), n)
+        grad = carray(addr_to_ptr(segments[s, 1], momentum_buffer), n)
+        off = segments[s, 2]
+        wd = scalars[s, 0]
+        momentum = scalars[s, 1]
+        one_minus_dampening = scalars[s, 2]
+        neg_lr = scalars[s, 3]
+        first = scalars[s, 4] != 0
+        for i in range(chunks[c, 1], chunks[c, 2]):
+            j = off + i
+            b = momentum_buffer[j] if use_momentum else param[i]
+            p, b = _sgd_element(param[i], grad[i], b, wd, momentum, one_minus_dampening,
+                                neg_lr, first, maximize, wd_on, use_momentum, nesterov)
+            param[i] = p
+            if use_momentum:
+                momentum_buffer[j] = b
+
+
+sgd_cpu = cpu_kernels(sgd_segments)
+
+
+def sgd_scalars(group, t, fresh):
+    return (to_scalar(group["weight_decay"]), group["momentum"], 1 - group["dampening"],
+            -to_scalar(group["lr"]), 1.0 if fresh else 0.0)
+
+
+def sgd_flags(group):
+    return (bool(group["maximize"]), to_scalar(group["weight_decay"]) != 0,
+            group["momentum"] != 0, bool(group["nesterov"]))
+
+
+SPEC = register(AlgorithmSpec(
+    name="sgd",
+    state=(StateSpec("momentum_buffer", when=lambda group: group["momentum"] != 0),),
+    has_step=False,
+    scalars=sgd_scalars,
+    flags=sgd_flags,
+    cpu=sgd_cpu,
+))

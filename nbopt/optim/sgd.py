@@ -1,0 +1,96 @@
+"""``nbopt.SGD``: stochastic gradient descent with momentum (torch.optim.SGD)."""
+from __future__ import annotations
+
+from ..optimizer import ElementwiseOptimizer
+from ._validation import check_fused_flags, check_tensor_lr
+
+__all__ = ["SGD"]
+
+
+class SGD(ElementwiseOptimizer):
+    r"""Stochastic gradient descent, optionally with momentum, as ``torch.optim.SGD``.
+
+    .. math::
+
+        g_t &= \pm\nabla_\theta f(\theta_{t-1}) + \lambda\,\theta_{t-1} \\
+        b_t &= \begin{cases} g_t & \text{first step} \\
+                             \mu\, b_{t-1} + (1-\tau)\, g_t & \text{afterwards}\end{cases} \\
+        g_t &\leftarrow \begin{cases} g_t + \mu\, b_t & \text{nesterov} \\
+                                     b_t & \text{otherwise}\end{cases} \quad (\mu \ne 0) \\
+        \theta_t &= \theta_{t-1} - \gamma\, g_t
+
+    (the sign is ``-`` when ``maximize``).
+
+    Parameters
+    ----------
+    params : iterable
+        Parameters (:class:`nbopt.Parameter`) or dicts defining parameter groups.
+    lr : float or 1-element ndarray, default 1e-3
+        Learning rate :math:`\gamma`.
+    momentum : float, default 0
+        Momentum factor :math:`\mu`.
+    dampening : float, default 0
+        Dampening :math:`\tau` of the momentum.
+    weight_decay : float, default 0
+        L2 penalty :math:`\lambda`.
+    nesterov : bool, default False
+        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+    maximize : bool, default False
+        Maximize the objective instead of minimizing it.
+    foreach, differentiable, fused : optional
+        Accepted for torch compatibility; they change nothing here.
+
+    State
+    -----
+    ``momentum_buffer`` (shaped like the parameter), only when ``momentum != 0``.
+
+    Examples
+    --------
+    >>> import numpy as np, nbopt
+    >>> w = nbopt.Parameter(np.array([1.0, -2.0]))
+    >>> opt = nbopt.SGD([w], lr=0.1, momentum=0.9)
+    >>> for _ in range(3):
+    ...     opt.zero_grad()
+    ...     w.grad = 2 * w          # gradient of sum(w**2)
+    ...     opt.step()
+    >>> np.round(w, 4)
+    array([ 0.1648, -0.3296])
+
+    References
+    ----------
+    Sutskever et al., "On the importance of initialization and momentum in deep
+    learning", ICML 2013.
+    """
+
+    _algorithm = "sgd"
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None):
+        check_tensor_lr(lr)
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = {
+            "lr": lr, "momentum": momentum, "dampening": dampening,
+            "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize,
+            "foreach": foreach, "differentiable": differentiable, "fused": fused,
+        }
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(params, defaults)
+        if fused:
+            self._step_supports_amp_scaling = True
+        check_fused_flags(fused, foreach, differentiable)
+
+    def __setstate__(self, state):
+        for group in state.get("param_groups", []):
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", False)
+        super().__setstate__(state)

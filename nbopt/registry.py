@@ -1,0 +1,106 @@
+"""The algorithm registry: algorithm name -> :class:`AlgorithmSpec`.
+
+A spec tells the element-wise engine (:mod:`nbopt.engine`) everything it needs
+to step an algorithm without knowing its maths: which per-element state it
+keeps and how that state starts, which scalars the host computes each step,
+which runtime flags the kernel takes, and the compiled kernels per device.
+
+Kernel contract (CPU).  Every element-wise kernel is a module-level loop
+compiled by :func:`nbopt.kernels._common.cpu_kernels` with the signature::
+
+    kernel(segments, chunks, scalars, <state arrays in spec order>, <flags>)
+
+``segments``  int64 ``(n_seg, 4)``: parameter address, gradient address,
+              offset into the flat state arrays, element count.
+``chunks``    int64 ``(n_chunk, 3)``: segment index, first and last element
+              of a piece of work (the parallel loop runs over chunks).
+``scalars``   ``(n_seg, n_scalars)`` in the parameter dtype: the row of
+              host-side scalars for each segment (segments are split where
+              parameters are at different step counts).
+state arrays  one flat array per :attr:`AlgorithmSpec.state` entry (an empty
+              array when an optional state is not allocated).
+flags         the tuple returned by :attr:`AlgorithmSpec.flags`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+__all__ = ["StateSpec", "AlgorithmSpec", "REGISTRY", "register", "get"]
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One per-element state array.
+
+    name:  the state key (``"exp_avg"``), as torch names it.
+    init:  the value it starts at; a callable ``init(group, defaults)`` when it
+           depends on hyper-parameters (Rprop's ``step_size`` starts at lr).
+    when:  ``when(group)`` -> bool: the state exists only for parameters
+           initialised while this holds (Adam's ``max_exp_avg_sq`` with
+           amsgrad); None means always.
+    """
+
+    name: str
+    init: float | Callable[[Mapping, Mapping], float] = 0.0
+    when: Callable[[Mapping], bool] | None = None
+
+    def initial_value(self, group: Mapping, defaults: Mapping) -> float:
+        return self.init(group, defaults) if callable(self.init) else self.init
+
+    def wanted(self, group: Mapping) -> bool:
+        return True if self.when is None else bool(self.when(group))
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """Everything the engine needs to step one algorithm.
+
+    name:       registry key (lower-case torch class name).
+    state:      the per-element state arrays, in kernel argument order.
+    has_step:   whether ``state[p]["step"]`` exists (a float32 0-d counter,
+                as torch stores it).
+    scalars:    ``scalars(group, t, fresh)`` -> sequence of Python floats,
+                computed in float64 exactly as torch computes them; ``t`` is
+                the parameter's step count after this step's increment and
+                ``fresh`` whether its state was created in this step.
+    flags:      ``flags(group)`` -> tuple of runtime kernel arguments
+                (booleans and integers).
+    cpu:        ``(serial, parallel)`` compiled kernels.
+    cuda:       the CUDA kernel, or None while the algorithm has none.
+    """
+
+    name: str
+    state: Sequence[StateSpec]
+    has_step: bool
+    scalars: Callable[[Mapping, float, bool], Sequence[float]]
+    flags: Callable[[Mapping], tuple]
+    cpu: tuple[Any, Any]
+    cuda: Any = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.state)
+
+
+REGISTRY: dict[str, AlgorithmSpec] = {}
+
+
+def register(spec: AlgorithmSpec) -> AlgorithmSpec:
+    if spec.name in REGISTRY:
+        raise ValueError(f"algorithm {spec.name!r} is already registered")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get(name: str) -> AlgorithmSpec:
+    """The spec of ``name``, importing its kernels module on first use."""
+    if name not in REGISTRY:
+        import importlib
+
+        try:
+            importlib.import_module(f"nbopt.kernels.{name}")
+        except ModuleNotFoundError:
+            raise KeyError(f"no algorithm named {name!r} in the nbopt registry") from None
+    return REGISTRY[name]
