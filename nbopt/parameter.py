@@ -115,6 +115,8 @@ class ParameterArena:
         zero-filled view of :attr:`grad`.
     data, grad : ndarray
         The flat buffers the parameters and their gradients view.
+    grad_views : list of ndarray
+        Each parameter's slice of :attr:`grad`, shaped like the parameter.
 
     Notes
     -----
@@ -150,7 +152,7 @@ class ParameterArena:
         self.data = np.zeros(total, dtype)
         self.grad = np.zeros(total, dtype)
         self.params: list[Parameter] = []
-        self._grad_views: list[np.ndarray] = []
+        self.grad_views: list[np.ndarray] = []
         offset = 0
         for value, size in zip(values, sizes):
             view = self.data[offset:offset + size].reshape(value.shape)
@@ -159,7 +161,7 @@ class ParameterArena:
             g = self.grad[offset:offset + size].reshape(value.shape)
             p.grad = g
             self.params.append(p)
-            self._grad_views.append(g)
+            self.grad_views.append(g)
             offset += size
 
     def __iter__(self) -> Iterable[Parameter]:
@@ -174,5 +176,5 @@ class ParameterArena:
     def zero_grad(self) -> None:
         """Zero the gradient buffer in one pass and point every ``.grad`` back at it."""
         self.grad.fill(0)
-        for p, g in zip(self.params, self._grad_views):
+        for p, g in zip(self.params, self.grad_views):
             p.grad = g

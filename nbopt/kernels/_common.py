@@ -131,10 +131,13 @@ def cpu_kernels(loop):
 # --------------------------------------------------------------------------
 # Host-side maths shared by several algorithms (Python doubles, as torch).
 
-def to_scalar(x) -> float:
-    """A hyper-parameter as a Python number (1-element arrays stand in for torch's Tensor lr)."""
+def to_scalar(x):
+    """torch's ``_to_scalar``: a 1-element array (nbopt's stand-in for a Tensor
+    hyper-parameter) becomes a 0-d array that keeps its dtype, so that NumPy's
+    promotion of ``array op float`` rounds the host maths as torch's
+    ``tensor op float`` does (a float32 Tensor lr gives a float32 step size)."""
     if isinstance(x, np.ndarray):
-        return x.reshape(()).item() if x.size == 1 else x
+        return x.reshape(())
     return x
 
 

@@ -1,0 +1,95 @@
+"""Parity of every (algorithm, options) case with torch 2.13.
+
+Three comparisons per case and dtype, over 50 steps with two param groups,
+gradients that are None on some steps, parameters and every state entry
+compared mid-run and at the end:
+
+* against the committed reference data (always runs);
+* against live torch (when torch is importable);
+* ParameterArena vs separately allocated parameters (bit-identical).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cases import CASES, DTYPES, TOLERANCES
+from conftest import requires_torch
+from trajectory import make_inputs, run_nbopt, run_torch
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch_reference.npz")
+
+_reference = None
+
+
+def reference():
+    global _reference
+    if _reference is None:
+        with np.load(DATA, allow_pickle=False) as z:
+            _reference = {k: z[k] for k in z.files}
+    return _reference
+
+
+def stored(case, dtype):
+    ref = reference()
+    prefix = f"{case.id}|{dtype}|"
+    if f"{prefix}in|p00" not in ref:
+        pytest.fail(f"no reference data for {case.id} {dtype}: run tests/make_reference.py")
+    inputs, expected = {}, {}
+    for key, value in ref.items():
+        if not key.startswith(prefix):
+            continue
+        _, _, step, name = key.split("|")
+        if step == "in":
+            inputs[name] = value
+        else:
+            expected.setdefault(int(step), {})[name] = value
+    return inputs, expected
+
+
+def assert_same_trajectory(got, expected, dtype, exact=False):
+    assert got.keys() == expected.keys()
+    for step in expected:
+        assert sorted(got[step]) == sorted(expected[step]), (
+            f"step {step}: state keys differ: {sorted(got[step])} vs {sorted(expected[step])}")
+        for name, want in expected[step].items():
+            have = got[step][name]
+            assert have.shape == want.shape, f"step {step} {name}: shape"
+            if exact:
+                np.testing.assert_array_equal(have, want, err_msg=f"step {step} {name}")
+            else:
+                np.testing.assert_allclose(have.astype(np.float64), want.astype(np.float64),
+                                           err_msg=f"step {step} {name}", **TOLERANCES[dtype])
+
+
+def test_reference_covers_the_table():
+    with np.load(DATA, allow_pickle=False) as z:
+        index = json.loads(z["index"].tobytes())
+    assert index["torch"].startswith("2.13.")
+    assert index["cases"] == [c.id for c in CASES]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_matches_committed_torch_reference(case, dtype):
+    inputs, expected = stored(case, dtype)
+    assert_same_trajectory(run_nbopt(case, inputs), expected, dtype)
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_matches_live_torch(case, dtype):
+    inputs = make_inputs(CASES.index(case), dtype)
+    assert_same_trajectory(run_nbopt(case, inputs), run_torch(case, inputs), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_arena_matches_separate_arrays(case, dtype):
+    inputs = make_inputs(CASES.index(case), dtype)
+    assert_same_trajectory(run_nbopt(case, inputs, arena=True), run_nbopt(case, inputs),
+                           dtype, exact=True)
