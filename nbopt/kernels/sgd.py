@@ -45,23 +45,26 @@ def sgd_segments(segments, chunks, scalars, momentum_buffer,
                  maximize, wd_on, use_momentum, nesterov):
     for c in prange(chunks.shape[0]):
         s = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        # Views of this chunk only (see adam_segments).
         n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], momentum_buffer), n)
-        grad = carray(addr_to_ptr(segments[s, 1], momentum_buffer), n)
+        param = carray(addr_to_ptr(segments[s, 0], momentum_buffer), n)[lo:hi]
+        grad = carray(addr_to_ptr(segments[s, 1], momentum_buffer), n)[lo:hi]
         off = segments[s, 2]
-        wd = scalars[s, 0]
-        momentum = scalars[s, 1]
-        one_minus_dampening = scalars[s, 2]
-        neg_lr = scalars[s, 3]
-        first = scalars[s, 4] != 0
-        for i in range(chunks[c, 1], chunks[c, 2]):
-            j = off + i
-            b = momentum_buffer[j] if use_momentum else param[i]
-            p, b = _sgd_element(param[i], grad[i], b, wd, momentum, one_minus_dampening,
-                                neg_lr, first, maximize, wd_on, use_momentum, nesterov)
-            param[i] = p
-            if use_momentum:
-                momentum_buffer[j] = b
+        wd, momentum, one_minus_dampening = scalars[s, 0], scalars[s, 1], scalars[s, 2]
+        neg_lr, first = scalars[s, 3], scalars[s, 4] != 0
+        # One inner loop per optional-state layout (see adam_segments).
+        if use_momentum:
+            buf = momentum_buffer[off + lo:off + hi]
+            for i in range(hi - lo):
+                param[i], buf[i] = _sgd_element(
+                    param[i], grad[i], buf[i], wd, momentum, one_minus_dampening, neg_lr, first,
+                    maximize, wd_on, True, nesterov)
+        else:
+            for i in range(hi - lo):
+                param[i], _ = _sgd_element(
+                    param[i], grad[i], param[i], wd, momentum, one_minus_dampening, neg_lr,
+                    first, maximize, wd_on, False, nesterov)
 
 
 sgd_cpu = cpu_kernels(sgd_segments)
