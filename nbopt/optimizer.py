@@ -85,7 +85,7 @@ class Optimizer:
     Parameters
     ----------
     params : iterable
-        An iterable of :class:`nbopt.Parameter` s, of ``(name, Parameter)``
+        An iterable of :class:`nbopt.Parameter` objects, of ``(name, Parameter)``
         pairs, or of dicts defining parameter groups.
     defaults : dict
         Default values of the optimization options, used when a parameter
@@ -381,7 +381,6 @@ class Optimizer:
 
         groups = self.param_groups
         saved_groups = deepcopy(state_dict["param_groups"])
-        saved_state = state_dict["state"]
         if not isinstance(saved_groups, (list, tuple)):
             raise TypeError("loaded state dict's 'param_groups' must be a list of dicts")
         if len(groups) != len(saved_groups):
@@ -392,6 +391,8 @@ class Optimizer:
         if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
             raise ValueError("loaded state dict contains a parameter group "
                              "that doesn't match the size of optimizer's group")
+        # read after the group checks: torch reports those before a missing 'state'
+        saved_state = state_dict["state"]
         if not isinstance(saved_state, dict):
             raise TypeError("loaded state dict's 'state' must be a dict")
 
@@ -505,7 +506,8 @@ class ElementwiseOptimizer(Optimizer):
                                      f"but the parameter has shape {param.shape}")
         if "step" in value and spec.has_step:
             step = value["step"]
-            if np.ndim(step) != 0 or not np.isreal(step):
+            # a numeric dtype, not np.isreal: that accepts None (and it would load as NaN)
+            if np.ndim(step) != 0 or np.asarray(step).dtype.kind not in "biuf":
                 raise ValueError(f"loaded state 'step' for {where} must be a real scalar, "
                                  f"got {step!r}")
 

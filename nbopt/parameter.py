@@ -17,6 +17,9 @@ class Parameter(np.ndarray):
     the tensor's storage) and copies it otherwise; optimizers update it in
     place and never re-point it.
 
+    Arithmetic on a Parameter returns plain ndarrays, and so do indexing and
+    slicing, so that intermediate results never masquerade as parameters.
+
     Attributes
     ----------
     grad : ndarray or None
@@ -27,9 +30,6 @@ class Parameter(np.ndarray):
     requires_grad : bool
         Kept for torch compatibility; only float and complex parameters may
         require a gradient.
-
-    Arithmetic on a Parameter returns plain ndarrays, and so do indexing and
-    slicing, so that intermediate results never masquerade as parameters.
 
     Examples
     --------
@@ -113,8 +113,10 @@ class ParameterArena:
     params : list of Parameter
         One parameter per input array, in order; each ``.grad`` starts as a
         zero-filled view of :attr:`grad`.
-    data, grad : ndarray
-        The flat buffers the parameters and their gradients view.
+    data : ndarray
+        The flat buffer the parameters view.
+    grad : ndarray
+        The flat buffer the parameters' gradients view.
     grad_views : list of ndarray
         Each parameter's slice of :attr:`grad`, shaped like the parameter.
 

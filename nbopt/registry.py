@@ -10,16 +10,21 @@ compiled by :func:`nbopt.kernels._common.cpu_kernels` with the signature::
 
     kernel(segments, chunks, scalars, <state arrays in spec order>, <flags>)
 
-``segments``  int64 ``(n_seg, 4)``: parameter address, gradient address,
-              offset into the flat state arrays, element count.
-``chunks``    int64 ``(n_chunk, 3)``: segment index, first and last element
-              of a piece of work (the parallel loop runs over chunks).
-``scalars``   ``(n_seg, n_scalars)`` in the parameter dtype: the row of
-              host-side scalars for each segment (segments are split where
-              parameters are at different step counts).
-state arrays  one flat array per :attr:`AlgorithmSpec.state` entry (an empty
-              array when an optional state is not allocated).
-flags         the tuple returned by :attr:`AlgorithmSpec.flags`.
+segments
+    int64 ``(n_seg, 4)``: parameter address, gradient address, offset into
+    the flat state arrays, element count.
+chunks
+    int64 ``(n_chunk, 3)``: segment index, first and last element of a piece
+    of work (the parallel loop runs over chunks).
+scalars
+    ``(n_seg, n_scalars)`` in the parameter dtype: the row of host-side
+    scalars for each segment (segments are split where parameters are at
+    different step counts).
+state arrays
+    One flat array per :attr:`AlgorithmSpec.state` entry (an empty array when
+    an optional state is not allocated).
+flags
+    The tuple returned by :attr:`AlgorithmSpec.flags`.
 """
 from __future__ import annotations
 
@@ -33,12 +38,17 @@ __all__ = ["StateSpec", "AlgorithmSpec", "REGISTRY", "register", "get"]
 class StateSpec:
     """One per-element state array.
 
-    name:  the state key (``"exp_avg"``), as torch names it.
-    init:  the value it starts at; a callable ``init(group, defaults)`` when it
-           depends on hyper-parameters (Rprop's ``step_size`` starts at lr).
-    when:  ``when(group)`` -> bool: the state exists only for parameters
-           initialised while this holds (Adam's ``max_exp_avg_sq`` with
-           amsgrad); None means always.
+    Attributes
+    ----------
+    name : str
+        The state key (``"exp_avg"``), as torch names it.
+    init : float or callable
+        The value it starts at; a callable ``init(group, defaults)`` when it
+        depends on hyper-parameters (Rprop's ``step_size`` starts at lr).
+    when : callable or None
+        ``when(group) -> bool``: the state exists only for parameters
+        initialised while this holds (Adam's ``max_exp_avg_sq`` with
+        amsgrad); None means always.
     """
 
     name: str
@@ -56,18 +66,29 @@ class StateSpec:
 class AlgorithmSpec:
     """Everything the engine needs to step one algorithm.
 
-    name:       registry key (lower-case torch class name).
-    state:      the per-element state arrays, in kernel argument order.
-    has_step:   whether ``state[p]["step"]`` exists (a float32 0-d counter,
-                as torch stores it).
-    scalars:    ``scalars(group, t, fresh)`` -> sequence of Python floats,
-                computed in float64 exactly as torch computes them; ``t`` is
-                the parameter's step count after this step's increment and
-                ``fresh`` whether its state was created in this step.
-    flags:      ``flags(group)`` -> tuple of runtime kernel arguments
-                (booleans and integers).
-    cpu:        ``(serial, parallel)`` compiled kernels.
-    cuda:       the CUDA kernel, or None while the algorithm has none.
+    Attributes
+    ----------
+    name : str
+        Registry key (lower-case torch class name).
+    state : sequence of StateSpec
+        The per-element state arrays, in kernel argument order.
+    has_step : bool
+        Whether ``state[p]["step"]`` exists (a float32 0-d counter, as torch
+        stores it).
+    scalars : callable
+        ``scalars(group, t, fresh)`` -> sequence of Python floats, computed in
+        float64 exactly as torch computes them; ``t`` is the parameter's step
+        count after this step's increment and ``fresh`` whether its state was
+        created in this step.
+    flags : callable
+        ``flags(group)`` -> tuple of runtime kernel arguments (booleans and
+        integers).
+    cpu : tuple
+        ``(serial, parallel)`` compiled kernels.
+    cuda : object or None
+        The CUDA kernel, or None while the algorithm has none.
+    extra : mapping
+        Algorithm-specific facts for tools (benchmarks, docs).
     """
 
     name: str

@@ -62,7 +62,7 @@ class Adam(ElementwiseOptimizer):
     ...     w.grad = 2 * w
     ...     opt.step()
     >>> np.round(w, 4)
-    array([ 0.7015, -1.7001], dtype=float32)
+    array([ 0.7016, -1.7006], dtype=float32)
 
     References
     ----------

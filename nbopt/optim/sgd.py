@@ -54,7 +54,7 @@ class SGD(ElementwiseOptimizer):
     ...     w.grad = 2 * w          # gradient of sum(w**2)
     ...     opt.step()
     >>> np.round(w, 4)
-    array([ 0.1648, -0.3296])
+    array([ 0.062, -0.124])
 
     References
     ----------
