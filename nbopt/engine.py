@@ -37,6 +37,11 @@ class ParamState(dict):
     the kernel keeps seeing it (torch would rebind the key to the new tensor;
     the values that the next step uses are the same)."""
 
+    def __reduce_ex__(self, protocol):
+        # Copies and pickles are plain dicts: the views and the owning flat
+        # group belong to this optimizer, and a copy is adopted by its own.
+        return (dict, (dict(self),))
+
     def __setitem__(self, key, value):
         current = self.get(key)
         if isinstance(current, np.ndarray) and getattr(self, "_flat", None) and key in self._flat:
@@ -46,6 +51,9 @@ class ParamState(dict):
                     f"state entry {key!r} has shape {current.shape}; cannot assign an array "
                     f"of shape {value.shape}")
             np.copyto(current, value.reshape(current.shape), casting="unsafe")
+            owner = getattr(self, "_owner", None)
+            if owner is not None:
+                owner._steady = None  # step counts may no longer be equal
             return
         dict.__setitem__(self, key, value)
 
@@ -96,6 +104,10 @@ class FlatGroup:
         self._grads: list = [None] * n            # gradients the address table was made for
         self._grad_addr = np.zeros(n, np.int64)
         self._copied = np.zeros(n, bool)          # gradients that needed a layout copy
+        # The steady state of a training loop: every parameter has the same
+        # gradient arrays as last step and the same step count.  Its kernel
+        # arguments are cached in a _Steady and only the scalars are redone.
+        self._steady: _Steady | None = None
         self._adopt(state)
 
     # -- state -----------------------------------------------------------------
@@ -135,6 +147,7 @@ class FlatGroup:
                 else:
                     dict.__setitem__(new, key, value)
             new._flat = names | {"step"}
+            new._owner = self
             self.initialized[i] = True
             state[p] = new
 
@@ -150,6 +163,7 @@ class FlatGroup:
                 self.present[s.name][i] = True
                 dict.__setitem__(new, s.name, view)
         new._flat = set(self.arrays) | {"step"}
+        new._owner = self
         if new:
             self.initialized[i] = True
             state[self.params[i]] = new
@@ -158,6 +172,9 @@ class FlatGroup:
     def prepare(self, group: Mapping, defaults: Mapping, state: defaultdict) -> "StepWork | None":
         """Validate this step's gradients and return its work, changing nothing."""
         grads = [p.grad for p in self.params]
+        steady = self._steady
+        if steady is not None and steady.matches(self, grads, group):
+            return steady
         mask = np.fromiter((g is not None for g in grads), bool, len(grads))
         if not mask.any():
             return None
@@ -220,6 +237,7 @@ class StepWork:
         flags = spec.flags(group)
         arrays = [fg.arrays[s.name] if fg.arrays[s.name] is not None else fg._empty
                   for s in spec.state]
+        fg._steady = None
         for r in range(fg.max_count):
             slots = self.active if r == 0 else self.active[fg.counts[self.active] > r]
             if len(slots) == 0:
@@ -230,17 +248,59 @@ class StepWork:
                             dtype=np.float64)
             scalars = rows[segments[:, 4]].astype(fg.dtype)
             seg = np.ascontiguousarray(segments[:, :4])
-            n_elements = int(seg[:, 3].sum())
-            if n_elements < config.PARALLEL_THRESHOLD:
-                kernel = spec.cpu[0]
-                chunks = np.empty((len(seg), 3), np.int64)
-                chunks[:, 0] = np.arange(len(seg))
-                chunks[:, 1] = 0
-                chunks[:, 2] = seg[:, 3]
-            else:
-                kernel = spec.cpu[1]
-                chunks = _chunks(seg[:, 3], config.CHUNK_SIZE)
+            kernel, chunks = _launch_shape(spec, seg)
             kernel(seg, chunks, scalars, *arrays, *flags)
+        if (fg.max_count == 1 and len(keys) == 1 and len(self.active) == len(fg.params)
+                and not fg._copied.any() and not len(self.fresh_slots)):
+            fg._steady = _Steady(fg, group, seg, chunks, kernel, arrays)
+
+
+def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray):
+    """The kernel (serial below the threshold) and its chunk table."""
+    if int(seg[:, 3].sum()) < config.PARALLEL_THRESHOLD:
+        chunks = np.zeros((len(seg), 3), np.int64)
+        chunks[:, 0] = np.arange(len(seg))
+        chunks[:, 2] = seg[:, 3]
+        return spec.cpu[0], chunks
+    return spec.cpu[1], _chunks(seg[:, 3], config.CHUNK_SIZE)
+
+
+class _Steady:
+    """Cached kernel arguments of a steady-state step (see FlatGroup._steady).
+
+    Valid while the gradients are the same objects, every step count is equal
+    (all parameters step together), the optional state the group wants is
+    allocated for every parameter, and the config knobs are unchanged.
+    """
+
+    __slots__ = ("fg", "group", "seg", "chunks", "kernel", "arrays", "scalars", "present",
+                 "knobs")
+
+    def __init__(self, fg, group, seg, chunks, kernel, arrays):
+        self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
+        self.kernel, self.arrays = kernel, arrays
+        self.scalars = np.empty((len(seg), len(fg.spec.scalars(group, 1.0, False))), fg.dtype)
+        self.present = {s.name: bool(fg.present[s.name].all()) for s in fg.spec.state}
+        self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE)
+
+    def matches(self, fg, grads, group) -> bool:
+        cached = fg._grads
+        if any(g is not c for g, c in zip(grads, cached)):
+            return False
+        if self.group is not group or self.knobs != (config.PARALLEL_THRESHOLD,
+                                                     config.CHUNK_SIZE):
+            return False
+        for s in fg.spec.state:
+            if s.wanted(group) and not self.present[s.name]:
+                return False   # the slow path allocates, or raises torch's KeyError
+        return True
+
+    def run(self) -> None:
+        fg, group = self.fg, self.group
+        steps = fg.steps
+        steps += np.float32(1)
+        self.scalars[:] = fg.spec.scalars(group, float(steps[0]), False)
+        self.kernel(self.seg, self.chunks, self.scalars, *self.arrays, *fg.spec.flags(group))
 
 
 def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray):

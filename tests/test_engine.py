@@ -1,0 +1,107 @@
+"""The element-wise engine's own paths give the same numbers as the plain one:
+parallel chunked kernels, the cached steady-state step, segment merging."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nbopt
+from nbopt import config
+from conftest import HAVE_TORCH
+
+ALGOS = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+         ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+         ("AdamW", dict(lr=0.01))]
+
+
+def _run(cls, kwargs, dtype, *, persistent_grads, steps=12, lr_schedule=False, sizes=(37, 5, 64)):
+    rng = np.random.default_rng(7)
+    params = [nbopt.Parameter(rng.standard_normal(n).astype(dtype)) for n in sizes]
+    grads = [[rng.standard_normal(n).astype(dtype) for n in sizes] for _ in range(steps)]
+    opt = getattr(nbopt, cls)(params, **kwargs)
+    held = [np.zeros(n, dtype) for n in sizes]
+    for k in range(steps):
+        for p, g, h in zip(params, grads[k], held):
+            if persistent_grads:
+                h[...] = g
+                p.grad = h              # same array object every step
+            else:
+                p.grad = g.copy()
+        if lr_schedule:
+            opt.param_groups[0]["lr"] = kwargs["lr"] * (0.9 ** k)
+        opt.step()
+    return [np.array(p) for p in params], opt
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls,kwargs", ALGOS, ids=[a[0] for a in ALGOS])
+def test_steady_state_step_matches_the_general_path(cls, kwargs, dtype):
+    fast, opt = _run(cls, kwargs, dtype, persistent_grads=True, lr_schedule=True)
+    assert opt._flat[0][1][0]._steady is not None, "steady path was never taken"
+    slow, _ = _run(cls, kwargs, dtype, persistent_grads=False, lr_schedule=True)
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls,kwargs", ALGOS, ids=[a[0] for a in ALGOS])
+def test_parallel_chunked_kernels_match_serial(cls, kwargs, dtype, monkeypatch):
+    serial, _ = _run(cls, kwargs, dtype, persistent_grads=False)
+    monkeypatch.setattr(config, "PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr(config, "CHUNK_SIZE", 7)       # many uneven chunks per parameter
+    parallel, _ = _run(cls, kwargs, dtype, persistent_grads=False)
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_writing_a_step_count_leaves_the_steady_path():
+    w = nbopt.Parameter(np.zeros(4))
+    v = nbopt.Parameter(np.zeros(4))
+    w.grad, v.grad = np.ones(4), np.ones(4)
+    opt = nbopt.Adam([w, v], lr=0.1)
+    opt.step()
+    opt.step()
+    opt.state[v]["step"] = 10           # v's bias correction now differs from w's
+    opt.step()
+    assert float(opt.state[w]["step"]) == 3 and float(opt.state[v]["step"]) == 11
+    ref_w = nbopt.Parameter(np.zeros(4))
+    ref_w.grad = np.ones(4)
+    ref = nbopt.Adam([ref_w], lr=0.1)
+    for _ in range(3):
+        ref.step()
+    np.testing.assert_array_equal(w, ref_w)
+    assert not np.array_equal(v, w)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed (live comparison)")
+@pytest.mark.parametrize("cls,kwargs", ALGOS, ids=[a[0] for a in ALGOS])
+def test_steady_state_with_changing_lr_matches_torch(cls, kwargs):
+    import torch
+
+    got, _ = _run(cls, kwargs, "float64", persistent_grads=True, lr_schedule=True)
+    rng = np.random.default_rng(7)
+    sizes = (37, 5, 64)
+    params = [torch.nn.Parameter(torch.from_numpy(rng.standard_normal(n))) for n in sizes]
+    grads = [[rng.standard_normal(n) for n in sizes] for _ in range(12)]
+    opt = getattr(torch.optim, cls)(params, **kwargs)
+    for k in range(12):
+        for p, g in zip(params, grads[k]):
+            p.grad = torch.from_numpy(g.copy())
+        opt.param_groups[0]["lr"] = kwargs["lr"] * (0.9 ** k)
+        opt.step()
+    for a, b in zip(got, params):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_arena_step_is_one_segment():
+    arena = nbopt.ParameterArena([np.ones((3, 4)), np.ones(5), np.ones((2, 2))],
+                                 dtype=np.float32)
+    opt = nbopt.SGD(arena.params, lr=0.5)
+    opt.step()
+    steady = opt._flat[0][1][0]._steady
+    assert steady is not None and steady.seg.shape[0] == 1
+    assert steady.seg[0, 3] == arena.data.size
+    np.testing.assert_array_equal(arena.data, np.ones(arena.data.size, np.float32))
+    arena.grad[...] = 1.0
+    opt.step()
+    np.testing.assert_array_equal(arena.data, np.full(arena.data.size, 0.5, np.float32))
