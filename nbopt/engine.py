@@ -89,7 +89,10 @@ class FlatGroup:
         self.max_count = int(self.counts.max()) if len(counts) else 0
         self.group_index = group_index
         n = len(params)
-        self.sizes = np.array([p.size for p in params], np.int64)
+        # Complex parameters are stepped through their real view (torch's
+        # view_as_real): real and imaginary parts are independent coordinates.
+        self.sizes = np.array([p.size * (2 if p.dtype.kind == "c" else 1) for p in params],
+                              np.int64)
         self.offsets = np.zeros(n, np.int64)
         if n > 1:
             np.cumsum(self.sizes[:-1], out=self.offsets[1:])
@@ -97,6 +100,9 @@ class FlatGroup:
         self.nbytes = self.sizes * self.dtype.itemsize
         self.param_addr = np.array([_address(p) for p in params], np.int64)
         self.steps = np.zeros(n, np.float32)
+        # per-parameter scalar state (ASGD eta/mu, NAdam mu_product): float32,
+        # as torch keeps it, whatever the parameter dtype
+        self.sstate = {s.name: np.zeros(n, np.float32) for s in spec.scalar_state}
         self.initialized = np.zeros(n, bool)
         self.arrays: dict[str, np.ndarray | None] = {s.name: None for s in spec.state}
         self.present = {s.name: np.zeros(n, bool) for s in spec.state}
@@ -120,11 +126,17 @@ class FlatGroup:
     def _view(self, name: str, i: int) -> np.ndarray:
         p = self.params[i]
         flat = self._array(name)[self.offsets[i]:self.offsets[i] + self.sizes[i]]
+        if p.dtype.kind == "c":
+            flat = flat.view(p.dtype)
         order = "F" if (p.flags.f_contiguous and not p.flags.c_contiguous) else "C"
         return flat.reshape(p.shape, order=order)
 
-    def _step_view(self, i: int) -> np.ndarray:
-        return self.steps[i:i + 1].reshape(())
+    def _scalar_view(self, name: str, i: int) -> np.ndarray:
+        arr = self.steps if name == "step" else self.sstate[name]
+        return arr[i:i + 1].reshape(())
+
+    def _flat_keys(self) -> set:
+        return set(self.arrays) | set(self.sstate) | {"step"}
 
     def _adopt(self, state: defaultdict) -> None:
         """Move existing per-parameter state (loaded, or from a previous plan)
@@ -136,9 +148,10 @@ class FlatGroup:
                 continue
             new = ParamState()
             for key, value in old.items():
-                if key == "step" and self.spec.has_step:
-                    self.steps[i] = np.float32(np.asarray(value).reshape(()))
-                    dict.__setitem__(new, key, self._step_view(i))
+                if (key == "step" and self.spec.has_step) or key in self.sstate:
+                    view = self._scalar_view(key, i)
+                    view[...] = np.float32(np.asarray(value).reshape(()))
+                    dict.__setitem__(new, key, view)
                 elif key in names and isinstance(value, np.ndarray):
                     view = self._view(key, i)
                     np.copyto(view, value.reshape(view.shape), casting="unsafe")
@@ -146,7 +159,7 @@ class FlatGroup:
                     dict.__setitem__(new, key, view)
                 else:
                     dict.__setitem__(new, key, value)
-            new._flat = names | {"step"}
+            new._flat = self._flat_keys()
             new._owner = self
             self.initialized[i] = True
             state[p] = new
@@ -155,18 +168,28 @@ class FlatGroup:
         new = ParamState()
         if self.spec.has_step:
             self.steps[i] = 0
-            dict.__setitem__(new, "step", self._step_view(i))
+            dict.__setitem__(new, "step", self._scalar_view("step", i))
+        for s in self.spec.scalar_state:
+            self.sstate[s.name][i] = s.initial_value(group, defaults)
+            dict.__setitem__(new, s.name, self._scalar_view(s.name, i))
         for s in self.spec.state:
             if s.wanted(group):
                 view = self._view(s.name, i)
                 view.fill(s.initial_value(group, defaults))
                 self.present[s.name][i] = True
                 dict.__setitem__(new, s.name, view)
-        new._flat = set(self.arrays) | {"step"}
+        new._flat = self._flat_keys()
         new._owner = self
         if new:
             self.initialized[i] = True
             state[self.params[i]] = new
+
+    def init_all(self, group: Mapping, defaults: Mapping, state: defaultdict) -> None:
+        """Create the state of every parameter now (torch's Adagrad does it in
+        its constructor)."""
+        for i in np.flatnonzero(~self.initialized):
+            self._init_param(int(i), group, defaults, state)
+        self._steady = None
 
     # -- step --------------------------------------------------------------------
     def prepare(self, group: Mapping, defaults: Mapping, state: defaultdict) -> "StepWork | None":
@@ -187,7 +210,7 @@ class FlatGroup:
             hold.append((i, g, grads[i]))
         active = np.flatnonzero(mask)
         wanted = [s for s in self.spec.state if s.wanted(group)]
-        needs_init = self.spec.has_step or bool(wanted)
+        needs_init = self.spec.has_step or bool(self.spec.scalar_state) or bool(wanted)
         fresh_slots = active[~self.initialized[active]] if needs_init else active[:0]
         if len(fresh_slots) != len(active):
             old = active[self.initialized[active]]
@@ -243,16 +266,30 @@ class StepWork:
             if len(slots) == 0:
                 break
             fg.steps[slots] += np.float32(1)
-            segments, keys = _segments(fg, slots, fresh)
-            rows = np.array([spec.scalars(group, float(t), bool(f)) for t, f in keys],
-                            dtype=np.float64)
-            scalars = rows[segments[:, 4]].astype(fg.dtype)
+            segments, keys, slot_key = _segments(fg, slots, fresh)
+            rows = []
+            for k, (t, f, *old) in enumerate(keys):
+                new = _advance(fg, group, t, old, slots[slot_key == k])
+                rows.append(spec.scalars(group, t, f, tuple(old), new))
+            scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(fg.dtype)
             seg = np.ascontiguousarray(segments[:, :4])
             kernel, chunks = _launch_shape(spec, seg)
             kernel(seg, chunks, scalars, *arrays, *flags)
         if (fg.max_count == 1 and len(keys) == 1 and len(self.active) == len(fg.params)
                 and not fg._copied.any() and not len(self.fresh_slots)):
             fg._steady = _Steady(fg, group, seg, chunks, kernel, arrays)
+
+
+def _advance(fg: FlatGroup, group, t: float, old, slots) -> tuple:
+    """Update the scalar state of ``slots`` (which share the values ``old``);
+    stored as float32, as torch's 0-d float32 state tensors round them."""
+    if not fg.sstate:
+        return ()
+    new = tuple(fg.spec.advance(group, t, tuple(old)))
+    for arr, value in zip(fg.sstate.values(), new):
+        arr[slots] = value
+    first = 0 if isinstance(slots, slice) else slots[0]
+    return tuple(float(arr[first]) for arr in fg.sstate.values())
 
 
 def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray):
@@ -279,7 +316,7 @@ class _Steady:
     def __init__(self, fg, group, seg, chunks, kernel, arrays):
         self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
         self.kernel, self.arrays = kernel, arrays
-        self.scalars = np.empty((len(seg), len(fg.spec.scalars(group, 1.0, False))), fg.dtype)
+        self.scalars = np.empty((len(seg), fg.spec.n_scalars), fg.dtype)
         self.present = {s.name: bool(fg.present[s.name].all()) for s in fg.spec.state}
         self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE)
 
@@ -299,44 +336,49 @@ class _Steady:
         fg, group = self.fg, self.group
         steps = fg.steps
         steps += np.float32(1)
-        self.scalars[:] = fg.spec.scalars(group, float(steps[0]), False)
+        t = float(steps[0])
+        old = tuple(float(arr[0]) for arr in fg.sstate.values())
+        new = _advance(fg, group, t, old, slice(None)) if old else ()
+        self.scalars[:] = fg.spec.scalars(group, t, False, old, new)
         self.kernel(self.seg, self.chunks, self.scalars, *self.arrays, *fg.spec.flags(group))
 
 
 def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray):
     """Merge runs of slots that are contiguous in parameter, gradient and state
-    memory and share a step count into segments.
+    memory and share their scalar key (step count, fresh flag, scalar state).
 
     Returns int64 ``(n_seg, 5)`` (param addr, grad addr, state offset, length,
-    scalar-row index) and the list of ``(t, fresh)`` keys of the scalar rows.
+    key index), the list of keys ``(t, fresh, *scalar_state)`` and the key
+    index of each slot.
     """
     pa = fg.param_addr[slots]
     ga = fg._grad_addr[slots]
     off = fg.offsets[slots]
     ln = fg.sizes[slots]
     nb = fg.nbytes[slots]
-    t = fg.steps[slots]
-    f = fresh[slots]
+    columns = [fg.steps[slots].astype(np.float64), fresh[slots].astype(np.float64)]
+    columns += [arr[slots].astype(np.float64) for arr in fg.sstate.values()]
+    keys = np.stack(columns, axis=1)
+    if (keys == keys[0]).all():
+        slot_key = np.zeros(len(slots), np.int64)
+        uniq = keys[:1]
+    else:
+        uniq, slot_key = np.unique(keys, axis=0, return_inverse=True)
+        slot_key = slot_key.reshape(-1)
     if len(slots) == 1:
         starts = np.zeros(1, np.int64)
     else:
         brk = ((pa[1:] != pa[:-1] + nb[:-1]) | (ga[1:] != ga[:-1] + nb[:-1])
-               | (off[1:] != off[:-1] + ln[:-1]) | (t[1:] != t[:-1]) | (f[1:] != f[:-1]))
+               | (off[1:] != off[:-1] + ln[:-1]) | (slot_key[1:] != slot_key[:-1]))
         starts = np.flatnonzero(np.concatenate(([True], brk)))
     seg = np.empty((len(starts), 5), np.int64)
     seg[:, 0] = pa[starts]
     seg[:, 1] = ga[starts]
     seg[:, 2] = off[starts]
     seg[:, 3] = np.add.reduceat(ln, starts)
-    key_t = t[starts]
-    key_f = f[starts]
-    if len(starts) == 1 or ((key_t == key_t[0]).all() and (key_f == key_f[0]).all()):
-        seg[:, 4] = 0
-        return seg, [(key_t[0], key_f[0])]
-    pairs = np.stack([key_t.astype(np.float64), key_f.astype(np.float64)], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    seg[:, 4] = inverse.reshape(-1)
-    return seg, [(u[0], u[1] != 0) for u in uniq]
+    seg[:, 4] = slot_key[starts]
+    key_list = [(float(u[0]), bool(u[1]), *(float(x) for x in u[2:])) for u in uniq]
+    return seg, key_list, slot_key
 
 
 def _chunks(lengths: np.ndarray, chunk: int) -> np.ndarray:

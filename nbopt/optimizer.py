@@ -467,7 +467,9 @@ class ElementwiseOptimizer(Optimizer):
             return cached[1]
         by_dtype: dict = {}
         for pos, p in enumerate(params):
-            entry = by_dtype.setdefault(p.dtype, {})
+            # complex parameters share the flat state of their real dtype
+            dtype = p.dtype if p.dtype.kind != "c" else np.finfo(p.dtype).dtype
+            entry = by_dtype.setdefault(dtype, {})
             if id(p) in entry:
                 entry[id(p)][2] += 1
             else:
@@ -477,7 +479,7 @@ class ElementwiseOptimizer(Optimizer):
         unsupported = []
         for dtype, entries in by_dtype.items():
             rows = list(entries.values())
-            if dtype.kind != "f":
+            if dtype.kind != "f" or not self._supports(dtype, rows):
                 # rejected at step time, once such a parameter has a gradient
                 unsupported.extend((r[1], r[0]) for r in rows)
                 continue
@@ -487,11 +489,21 @@ class ElementwiseOptimizer(Optimizer):
         self._flat[gi] = (key, flat, list(params), unsupported)
         return flat
 
+    def _supports(self, dtype, rows) -> bool:
+        return True
+
+    def _init_state_now(self) -> None:
+        """Create every parameter's state at once (torch's Adagrad constructor)."""
+        for gi, group in enumerate(self.param_groups):
+            for fg in self._flat_groups(gi, group):
+                fg.init_all(group, self.defaults, self.state)
+
     def _check_param_dtypes(self, gi: int) -> None:
         for pos, p in self._flat[gi][3]:
             if p.grad is not None:
                 raise TypeError(f"{param_where(gi, pos)}: {type(self).__name__} can only "
-                                f"optimize floating point parameters, got dtype {p.dtype}")
+                                f"optimize floating point and complex parameters, got dtype "
+                                f"{p.dtype}")
 
     def _check_loaded_state(self, param, value, where: str) -> None:
         spec = self._spec
@@ -504,12 +516,15 @@ class ElementwiseOptimizer(Optimizer):
                 if arr.shape != param.shape:
                     raise ValueError(f"loaded state {name!r} for {where} has shape {arr.shape}, "
                                      f"but the parameter has shape {param.shape}")
-        if "step" in value and spec.has_step:
-            step = value["step"]
+        scalar_keys = (["step"] if spec.has_step else []) + [s.name for s in spec.scalar_state]
+        for name in scalar_keys:
+            if name not in value:
+                continue
+            scalar = value[name]
             # a numeric dtype, not np.isreal: that accepts None (and it would load as NaN)
-            if np.ndim(step) != 0 or np.asarray(step).dtype.kind not in "biuf":
-                raise ValueError(f"loaded state 'step' for {where} must be a real scalar, "
-                                 f"got {step!r}")
+            if np.ndim(scalar) != 0 or np.asarray(scalar).dtype.kind not in "biuf":
+                raise ValueError(f"loaded state {name!r} for {where} must be a real scalar, "
+                                 f"got {scalar!r}")
 
     def step(self, closure: Callable[[], float] | None = None):
         """Perform a single optimization step.

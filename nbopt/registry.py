@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["StateSpec", "AlgorithmSpec", "REGISTRY", "register", "get"]
+__all__ = ["StateSpec", "ScalarStateSpec", "AlgorithmSpec", "REGISTRY", "register", "get"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,27 @@ class StateSpec:
 
 
 @dataclass(frozen=True)
+class ScalarStateSpec:
+    """One per-parameter scalar state, kept as a float32 0-d array as torch
+    keeps it (ASGD's ``eta`` and ``mu``, NAdam's ``mu_product``).
+
+    Attributes
+    ----------
+    name : str
+        The state key.
+    init : float or callable
+        Its first value; a callable ``init(group, defaults)`` when it depends
+        on hyper-parameters (ASGD's ``eta`` starts at lr).
+    """
+
+    name: str
+    init: float | Callable[[Mapping, Mapping], float] = 0.0
+
+    def initial_value(self, group: Mapping, defaults: Mapping) -> float:
+        return self.init(group, defaults) if callable(self.init) else self.init
+
+
+@dataclass(frozen=True)
 class AlgorithmSpec:
     """Everything the engine needs to step one algorithm.
 
@@ -75,11 +96,14 @@ class AlgorithmSpec:
     has_step : bool
         Whether ``state[p]["step"]`` exists (a float32 0-d counter, as torch
         stores it).
+    n_scalars : int
+        Length of the row :attr:`scalars` returns (the kernels' scalar columns).
     scalars : callable
-        ``scalars(group, t, fresh)`` -> sequence of Python floats, computed in
-        float64 exactly as torch computes them; ``t`` is the parameter's step
-        count after this step's increment and ``fresh`` whether its state was
-        created in this step.
+        ``scalars(group, t, fresh, old, new)`` -> sequence of Python floats,
+        computed in float64 exactly as torch computes them; ``t`` is the
+        parameter's step count after this step's increment, ``fresh`` whether
+        its state was created in this step, ``old`` and ``new`` its scalar
+        state before and after :attr:`advance` (empty tuples without one).
     flags : callable
         ``flags(group)`` -> tuple of runtime kernel arguments (booleans and
         integers).
@@ -87,6 +111,11 @@ class AlgorithmSpec:
         ``(serial, parallel)`` compiled kernels.
     cuda : object or None
         The CUDA kernel, or None while the algorithm has none.
+    scalar_state : sequence of ScalarStateSpec
+        Per-parameter float32 scalars, listed after ``step`` in the state.
+    advance : callable or None
+        ``advance(group, t, old) -> new``: this step's update of the scalar
+        state; the engine stores ``new`` rounded to float32.
     extra : mapping
         Algorithm-specific facts for tools (benchmarks, docs).
     """
@@ -98,6 +127,9 @@ class AlgorithmSpec:
     flags: Callable[[Mapping], tuple]
     cpu: tuple[Any, Any]
     cuda: Any = None
+    scalar_state: Sequence[ScalarStateSpec] = ()
+    advance: Callable[[Mapping, float, tuple], Sequence[float]] | None = None
+    n_scalars: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 STEPS = 50
 CHECKPOINT_STEP = 25          # state is also compared here, mid-run
-DTYPES = ("float32", "float64")
+# Complex parameters are stepped as their real view, as torch does.
+DTYPES = ("float32", "float64", "complex64", "complex128")
 # float64 within 1e-10 relative, float32 within 1e-5 (issue 2)
-TOLERANCES = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=1e-5, atol=1e-6)}
+TOLERANCES = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=1e-5, atol=1e-6),
+              "complex128": dict(rtol=1e-10, atol=1e-12), "complex64": dict(rtol=1e-5, atol=1e-6)}
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ def test_non_float_parameter_with_grad_is_named():
     w.grad = np.ones(3)
     before = np.array(w)
     with pytest.raises(TypeError, match=r"param_groups\[0\]\['params'\]\[1\]: SGD can only "
-                                        r"optimize floating point parameters, got dtype int64"):
+                                        r"optimize floating point and complex parameters, got dtype int64"):
         opt.step()
     np.testing.assert_array_equal(w, before)
 

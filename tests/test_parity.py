@@ -53,15 +53,18 @@ def stored(case, dtype):
 def assert_same_trajectory(got, expected, dtype, exact=False):
     assert got.keys() == expected.keys()
     for step in expected:
-        assert sorted(got[step]) == sorted(expected[step]), (
-            f"step {step}: state keys differ: {sorted(got[step])} vs {sorted(expected[step])}")
+        # same state entries in the same order: the state_dict layout is torch's
+        assert list(got[step]) == list(expected[step]), (
+            f"step {step}: state keys differ: {list(got[step])} vs {list(expected[step])}")
         for name, want in expected[step].items():
             have = got[step][name]
             assert have.shape == want.shape, f"step {step} {name}: shape"
             if exact:
                 np.testing.assert_array_equal(have, want, err_msg=f"step {step} {name}")
             else:
-                np.testing.assert_allclose(have.astype(np.float64), want.astype(np.float64),
+                wide = np.complex128 if np.iscomplexobj(want) else np.float64
+                assert have.dtype == want.dtype, f"step {step} {name}: dtype"
+                np.testing.assert_allclose(have.astype(wide), want.astype(wide),
                                            err_msg=f"step {step} {name}", **TOLERANCES[dtype])
 
 

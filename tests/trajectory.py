@@ -13,11 +13,19 @@ from cases import CHECKPOINT_STEP, SHAPES, STEPS, Case, grad_is_none
 
 def make_inputs(case_index: int, dtype: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1234 + case_index)
+    complex_ = np.dtype(dtype).kind == "c"
+
+    def draw(shape):
+        x = rng.standard_normal(shape)
+        if complex_:
+            x = x + 1j * rng.standard_normal(shape)
+        return x.astype(dtype)
+
     out = {}
     for gi, shapes in enumerate(SHAPES):
         for pi, shape in enumerate(shapes):
-            out[f"p{gi}{pi}"] = rng.standard_normal(shape).astype(dtype)
-            out[f"g{gi}{pi}"] = rng.standard_normal((STEPS, *shape)).astype(dtype)
+            out[f"p{gi}{pi}"] = draw(shape)
+            out[f"g{gi}{pi}"] = draw((STEPS, *shape))
     return out
 
 

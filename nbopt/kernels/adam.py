@@ -83,7 +83,7 @@ def adam_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, max_exp_avg_sq
 adam_cpu = cpu_kernels(adam_segments)
 
 
-def adam_scalars(group, t, fresh):
+def adam_scalars(group, t, fresh, old, new):
     lr = to_scalar(group["lr"])
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
     wd = to_scalar(group["weight_decay"])
@@ -105,4 +105,5 @@ SPEC = register(AlgorithmSpec(
     scalars=adam_scalars,
     flags=adam_flags,
     cpu=adam_cpu,
+    n_scalars=8,
 ))

@@ -70,7 +70,7 @@ def sgd_segments(segments, chunks, scalars, momentum_buffer,
 sgd_cpu = cpu_kernels(sgd_segments)
 
 
-def sgd_scalars(group, t, fresh):
+def sgd_scalars(group, t, fresh, old, new):
     return (to_scalar(group["weight_decay"]), group["momentum"], 1 - group["dampening"],
             -to_scalar(group["lr"]), 1.0 if fresh else 0.0)
 
@@ -87,4 +87,5 @@ SPEC = register(AlgorithmSpec(
     scalars=sgd_scalars,
     flags=sgd_flags,
     cpu=sgd_cpu,
+    n_scalars=5,
 ))
