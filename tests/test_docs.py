@@ -10,8 +10,10 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCSTRING_MODULES = ["nbopt.parameter", "nbopt.optim.sgd", "nbopt.optim.adam",
-                     "nbopt.checkpoint"]
+# every API module carries a runnable example in its docstrings
+DOCSTRING_MODULES = ["nbopt.parameter", "nbopt.checkpoint"] + sorted(
+    f"nbopt.optim.{f[:-3]}" for f in os.listdir(os.path.join(ROOT, "nbopt", "optim"))
+    if f.endswith(".py") and not f.startswith("_"))
 
 
 @pytest.mark.parametrize("name", DOCSTRING_MODULES)

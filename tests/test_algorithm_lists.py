@@ -1,0 +1,60 @@
+"""One algorithm = one kernels module, one API class, one row in the test
+table, one docs entry, one benchmark entry, one README row: they must agree."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+
+import nbopt
+from nbopt.optimizer import ElementwiseOptimizer
+from nbopt.registry import REGISTRY, get
+
+from cases import CASES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def api_classes() -> dict[str, type]:
+    return {name: getattr(nbopt, name) for name in nbopt.__all__
+            if isinstance(getattr(nbopt, name), type)
+            and issubclass(getattr(nbopt, name), ElementwiseOptimizer)}
+
+
+def kernel_modules() -> set[str]:
+    folder = os.path.join(ROOT, "nbopt", "kernels")
+    return {f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_")}
+
+
+def test_every_api_class_has_its_kernels_module_and_registry_entry():
+    classes = api_classes()
+    for cls in classes.values():
+        get(cls._algorithm)
+    assert {cls._algorithm for cls in classes.values()} == kernel_modules() == set(REGISTRY)
+
+
+def test_test_table_covers_every_algorithm():
+    assert {c.cls for c in CASES} == set(api_classes())
+
+
+def test_docs_have_one_entry_per_algorithm():
+    with open(os.path.join(ROOT, "docs", "api", "algorithms.rst")) as f:
+        documented = re.findall(r"^\.\. autoclass:: (\w+)", f.read(), flags=re.M)
+    assert sorted(documented) == sorted(api_classes())
+
+
+def test_benchmarks_cover_every_algorithm():
+    from nbopt.bench import ALGORITHMS as BENCH
+
+    path = os.path.join(ROOT, "asv_bench", "benchmarks", "bench_step.py")
+    spec = importlib.util.spec_from_file_location("asv_bench_step", path)
+    asv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(asv)
+    assert {name for name, _ in asv.ALGORITHMS} == set(api_classes())
+    assert set(BENCH) == set(api_classes())
+
+
+def test_readme_table_lists_every_algorithm():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        rows = re.findall(r"^\| `nbopt\.(\w+)` \|", f.read(), flags=re.M)
+    assert sorted(rows) == sorted(api_classes())
