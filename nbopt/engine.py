@@ -174,8 +174,11 @@ class FlatGroup:
             dict.__setitem__(new, s.name, self._scalar_view(s.name, i))
         for s in self.spec.state:
             if s.wanted(group):
+                # filled through the real view: a complex parameter's state
+                # starts at v + v*1j, as torch's full_like(p, v) of its real view
+                self._array(s.name)[self.offsets[i]:self.offsets[i] + self.sizes[i]].fill(
+                    s.initial_value(group, defaults))
                 view = self._view(s.name, i)
-                view.fill(s.initial_value(group, defaults))
                 self.present[s.name][i] = True
                 dict.__setitem__(new, s.name, view)
         new._flat = self._flat_keys()
