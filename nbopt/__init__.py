@@ -1,17 +1,20 @@
 """nbopt: torch.optim for NumPy arrays, with every update rule compiled by Numba.
 
-The public names mirror ``torch.optim``: ``nbopt.Optimizer``, ``nbopt.SGD``,
-``nbopt.Adam``, ``nbopt.AdamW``, plus ``nbopt.Parameter`` (``nn.Parameter``),
+The public names mirror ``torch.optim``: ``nbopt.Optimizer`` and the
+algorithms (``nbopt.SGD``, ``nbopt.Adam``, ``nbopt.AdamW``, ``nbopt.Adagrad``,
+``nbopt.Adadelta``, ``nbopt.Adamax``, ``nbopt.ASGD``, ``nbopt.NAdam``,
+``nbopt.RAdam``, ``nbopt.RMSprop``, ``nbopt.Rprop``), plus ``nbopt.Parameter`` (``nn.Parameter``),
 ``nbopt.ParameterArena`` and ``nbopt.save`` / ``nbopt.load``.  Importing the
 package compiles nothing: kernels are compiled (or loaded from Numba's disk
 cache) the first time an algorithm steps.
 """
 from .checkpoint import load, save
-from .optim import SGD, Adam, AdamW
+from .optim import (ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop,
+                    Rprop)
 from .optimizer import Optimizer
 from .parameter import Parameter, ParameterArena
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "ParameterArena", "Optimizer", "SGD", "Adam", "AdamW",
-           "save", "load"]
+__all__ = ["Parameter", "ParameterArena", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad",
+           "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop", "save", "load"]

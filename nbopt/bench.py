@@ -22,6 +22,14 @@ ALGORITHMS = {
     "SGD": {"lr": 1e-3, "momentum": 0.9},
     "Adam": {"lr": 1e-3},
     "AdamW": {"lr": 1e-3},
+    "Adagrad": {"lr": 1e-2},
+    "Adadelta": {"lr": 1.0},
+    "Adamax": {"lr": 2e-3},
+    "ASGD": {"lr": 1e-2},
+    "NAdam": {"lr": 2e-3},
+    "RAdam": {"lr": 1e-3},
+    "RMSprop": {"lr": 1e-2},
+    "Rprop": {"lr": 1e-2},
 }
 DEFAULT_SIZES = ["10M", "100x100k", "1000x1k", "1k"]
 

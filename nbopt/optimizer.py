@@ -355,7 +355,9 @@ class Optimizer:
         if isinstance(value, np.ndarray):
             if key == "step":
                 return value
-            if param.dtype.kind in "fc" and value.dtype != param.dtype:
+            # torch casts only for floating-point params (is_floating_point is
+            # False for complex ones), so complex params keep real scalar state
+            if param.dtype.kind == "f" and value.dtype != param.dtype:
                 return value.astype(param.dtype)
             return value
         if isinstance(value, dict):

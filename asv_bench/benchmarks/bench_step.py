@@ -12,6 +12,14 @@ ALGORITHMS = [
     ("SGD", {"momentum": 0.9}),
     ("Adam", {}),
     ("AdamW", {}),
+    ("Adagrad", {}),
+    ("Adadelta", {}),
+    ("Adamax", {}),
+    ("ASGD", {}),
+    ("NAdam", {}),
+    ("RAdam", {}),
+    ("RMSprop", {}),
+    ("Rprop", {}),
 ]
 
 DTYPES = ["float32", "float64"]

@@ -1,0 +1,84 @@
+r"""Adamax (Adam with the infinity norm): maths, CPU loop, registry entry.
+
+Per element, with host scalars already rounded to the parameter dtype::
+
+    g = -grad if maximize else grad
+    if weight_decay != 0: g = g + wd * p
+    m = lerp(m, g, 1 - beta1)
+    u = max(beta2 * u, |g| + eps)               (NaN-propagating, as torch.maximum)
+    p = p + (-lr / bc1) * m / u                 (torch's addcdiv_)
+
+with ``bc1 = 1 - beta1**t`` computed on the host in float64 at the
+parameter's own step count ``t``, as torch does (there is no second bias
+correction: the infinity norm is not biased towards zero).
+"""
+from __future__ import annotations
+
+from numba import carray, njit, prange
+
+from ..registry import AlgorithmSpec, StateSpec, register
+from ._common import addr_to_ptr, bias_correction, cpu_kernels, fma, lerp, to_scalar
+
+
+def adamax_update(p, g, m, u, wd, w1, beta2, eps, neg_clr, maximize, wd_on):
+    """One element of torch's single-tensor Adamax; returns ``(p, m, u)``."""
+    if maximize:
+        g = -g
+    if wd_on:
+        g = fma(wd, p, g)
+    m = lerp(m, g, w1)
+    a = u * beta2
+    b = abs(g) + eps
+    # torch.maximum propagates NaN from either side
+    if a > b or a != a:
+        u = a
+    else:
+        u = b
+    p = p + (neg_clr * m) / u
+    return p, m, u
+
+
+_adamax_element = njit(error_model="numpy")(adamax_update)
+
+
+def adamax_segments(segments, chunks, scalars, exp_avg, exp_inf, maximize, wd_on):
+    for c in prange(chunks.shape[0]):
+        s = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        # Views of this chunk only (see adam_segments).
+        n = segments[s, 3]
+        param = carray(addr_to_ptr(segments[s, 0], exp_avg), n)[lo:hi]
+        grad = carray(addr_to_ptr(segments[s, 1], exp_avg), n)[lo:hi]
+        off = segments[s, 2]
+        m = exp_avg[off + lo:off + hi]
+        u = exp_inf[off + lo:off + hi]
+        wd, w1, beta2 = scalars[s, 0], scalars[s, 1], scalars[s, 2]
+        eps, neg_clr = scalars[s, 3], scalars[s, 4]
+        for i in range(hi - lo):
+            param[i], m[i], u[i] = _adamax_element(
+                param[i], grad[i], m[i], u[i], wd, w1, beta2, eps, neg_clr, maximize, wd_on)
+
+
+adamax_cpu = cpu_kernels(adamax_segments)
+
+
+def adamax_scalars(group, t, fresh, old, new):
+    lr = to_scalar(group["lr"])
+    beta1, beta2 = (to_scalar(b) for b in group["betas"])
+    clr = lr / bias_correction(beta1, t)
+    return (to_scalar(group["weight_decay"]), 1 - beta1, beta2, group["eps"], -clr)
+
+
+def adamax_flags(group):
+    return (bool(group["maximize"]), bool(to_scalar(group["weight_decay"]) != 0))
+
+
+SPEC = register(AlgorithmSpec(
+    name="adamax",
+    state=(StateSpec("exp_avg"), StateSpec("exp_inf")),
+    has_step=True,
+    scalars=adamax_scalars,
+    flags=adamax_flags,
+    cpu=adamax_cpu,
+    n_scalars=5,
+))

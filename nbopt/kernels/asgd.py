@@ -1,0 +1,115 @@
+r"""ASGD (averaged stochastic gradient descent): maths, CPU loop, registry entry.
+
+Per element, with host scalars already rounded to the parameter dtype::
+
+    g = -grad if maximize else grad
+    if weight_decay != 0: g = g + wd * p
+    p = p * (1 - lambd * eta)
+    p = p - eta * g
+    ax = ax + (p - ax) * mu        if mu != 1
+    ax = p                         otherwise
+
+``eta`` and ``mu`` are per-parameter float32 scalar state, as torch keeps
+them: this step uses their stored (float32) values, and afterwards they are
+advanced on the host, in float64 at the parameter's step count ``t``, and
+stored rounded to float32::
+
+    eta = lr / (1 + lambd * lr * t) ** alpha      (the group's current lr)
+    mu  = 1 / max(1, t - t0)
+
+The average ``ax`` is kept in the state only; it is never copied back into
+the parameter.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import carray, njit, prange
+
+from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
+from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+
+
+def asgd_update(p, g, ax, wd, decay, neg_eta, mu, average, maximize, wd_on):
+    """One element of torch's single-tensor ASGD; returns ``(p, ax)``."""
+    if maximize:
+        g = -g
+    if wd_on:
+        g = fma(wd, p, g)
+    p = p * decay
+    p = fma(neg_eta, g, p)
+    if average:
+        # torch: ax.add_(param.sub(ax).mul_(mu)), three roundings
+        ax = ax + (p - ax) * mu
+    else:
+        ax = p
+    return p, ax
+
+
+_asgd_element = njit(error_model="numpy")(asgd_update)
+
+
+def asgd_segments(segments, chunks, scalars, ax_state, maximize, wd_on):
+    for c in prange(chunks.shape[0]):
+        s = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        # Views of this chunk only (see adam_segments).
+        n = segments[s, 3]
+        param = carray(addr_to_ptr(segments[s, 0], ax_state), n)[lo:hi]
+        grad = carray(addr_to_ptr(segments[s, 1], ax_state), n)[lo:hi]
+        off = segments[s, 2]
+        ax = ax_state[off + lo:off + hi]
+        wd, decay, neg_eta, mu = scalars[s, 0], scalars[s, 1], scalars[s, 2], scalars[s, 3]
+        # Whether mu != 1 is decided per parameter on the host (torch's
+        # ``mu.item() != 1``); one inner loop per branch keeps the body branch-free.
+        if scalars[s, 4] != 0:
+            for i in range(hi - lo):
+                param[i], ax[i] = _asgd_element(
+                    param[i], grad[i], ax[i], wd, decay, neg_eta, mu, True, maximize, wd_on)
+        else:
+            for i in range(hi - lo):
+                param[i], ax[i] = _asgd_element(
+                    param[i], grad[i], ax[i], wd, decay, neg_eta, mu, False, maximize, wd_on)
+
+
+asgd_cpu = cpu_kernels(asgd_segments)
+
+
+def _torch_pow(base, exponent):
+    """``base ** exponent`` as torch computes it: a float32 0-d tensor base (a
+    Tensor lr) is raised in double precision and the result rounded to
+    float32 (NumPy's float32 power would round differently)."""
+    if isinstance(base, (np.ndarray, np.floating)):
+        return np.asarray(float(base) ** exponent, dtype=base.dtype)[()]
+    return base ** exponent
+
+
+def asgd_scalars(group, t, fresh, old, new):
+    eta, mu = old          # the stored float32 values torch reads with .item()
+    wd = group["weight_decay"]
+    return (wd, 1 - group["lambd"] * eta, -eta, mu, 1.0 if mu != 1 else 0.0)
+
+
+def asgd_advance(group, t, old):
+    lr = to_scalar(group["lr"])
+    lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
+    new_eta = lr / _torch_pow(1 + lambd * lr * t, alpha)
+    new_mu = 1 / max(1, t - t0)
+    return (new_eta, new_mu)
+
+
+def asgd_flags(group):
+    return (bool(group["maximize"]), group["weight_decay"] != 0)
+
+
+SPEC = register(AlgorithmSpec(
+    name="asgd",
+    state=(StateSpec("ax"),),
+    has_step=True,
+    scalars=asgd_scalars,
+    flags=asgd_flags,
+    cpu=asgd_cpu,
+    scalar_state=(ScalarStateSpec("eta", init=lambda group, defaults: to_scalar(group["lr"])),
+                  ScalarStateSpec("mu", init=1.0)),
+    advance=asgd_advance,
+    n_scalars=5,
+))

@@ -1,0 +1,125 @@
+r"""NAdam (Adam with Nesterov momentum, optionally with decoupled weight decay):
+maths, CPU loop, registry entry.
+
+Per element, with host scalars already rounded to the parameter dtype::
+
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        decoupled: p = p * (1 - lr * wd)        else: g = g + wd * p
+    m = lerp(m, g, 1 - beta1)
+    v = beta2 * v + (1 - beta2) * g * g
+    den = sqrt(v / bc2) + eps                   (division inside the root)
+    p = p + c_grad * g / den
+    p = p + c_avg * m / den                     (two addcdiv_, grad term first)
+
+with, on the host in float64 at the parameter's own step count ``t`` (as
+torch's Python code computes them)::
+
+    bc2     = 1 - beta2**t
+    mu      = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))
+    mu_next = beta1 * (1 - 0.5 * 0.96**((t + 1) * momentum_decay))
+    mu_product = float32(mu_product) * float32(mu)      (float32 scalar state)
+    c_grad  = -lr * (1 - mu) / (1 - mu_product)
+    c_avg   = (-lr * mu_next) / (1 - mu_product * mu_next)
+
+``mu_product`` is a per-parameter float32 scalar, as torch keeps it (its
+in-place ``mu_product *= mu`` multiplies in float32); the coefficients use
+its stored float32 value.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import carray, njit, prange
+
+from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
+from ._common import addr_to_ptr, bias_correction, cpu_kernels, fma, lerp, to_scalar
+
+
+def nadam_update(p, g, m, v, wd, decay, w1, beta2, omb2, bc2, eps, c_grad, c_avg,
+                 maximize, decoupled, wd_on):
+    """One element of torch's single-tensor NAdam; returns ``(p, m, v)``."""
+    if maximize:
+        g = -g
+    if wd_on:
+        if decoupled:
+            p = p * decay
+        else:
+            g = fma(wd, p, g)
+    m = lerp(m, g, w1)
+    v = fma(omb2 * g, g, v * beta2)
+    den = math.sqrt(v / bc2) + eps
+    p = p + (c_grad * g) / den
+    p = p + (c_avg * m) / den
+    return p, m, v
+
+
+_nadam_element = njit(error_model="numpy")(nadam_update)
+
+
+def nadam_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, maximize, decoupled, wd_on):
+    for c in prange(chunks.shape[0]):
+        s = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        # Views of this chunk only (see adam_segments).
+        n = segments[s, 3]
+        param = carray(addr_to_ptr(segments[s, 0], exp_avg), n)[lo:hi]
+        grad = carray(addr_to_ptr(segments[s, 1], exp_avg), n)[lo:hi]
+        off = segments[s, 2]
+        m = exp_avg[off + lo:off + hi]
+        v = exp_avg_sq[off + lo:off + hi]
+        wd, decay, w1, beta2 = scalars[s, 0], scalars[s, 1], scalars[s, 2], scalars[s, 3]
+        omb2, bc2, eps = scalars[s, 4], scalars[s, 5], scalars[s, 6]
+        c_grad, c_avg = scalars[s, 7], scalars[s, 8]
+        for i in range(hi - lo):
+            param[i], m[i], v[i] = _nadam_element(
+                param[i], grad[i], m[i], v[i], wd, decay, w1, beta2, omb2, bc2, eps,
+                c_grad, c_avg, maximize, decoupled, wd_on)
+
+
+nadam_cpu = cpu_kernels(nadam_segments)
+
+
+def _mu(group, t):
+    """torch's momentum cache ``mu_t`` (Python doubles)."""
+    beta1 = group["betas"][0]
+    return beta1 * (1.0 - 0.5 * (0.96 ** (t * group["momentum_decay"])))
+
+
+def nadam_scalars(group, t, fresh, old, new):
+    lr = to_scalar(group["lr"])
+    beta1, beta2 = group["betas"]
+    wd = group["weight_decay"]
+    mu = _mu(group, t)
+    mu_next = _mu(group, t + 1)
+    (mu_product,) = new    # the stored float32 value torch reads with .item()
+    mu_product_next = mu_product * mu_next
+    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction(beta2, t),
+            group["eps"], -lr * (1.0 - mu) / (1.0 - mu_product),
+            (-lr * mu_next) / (1.0 - mu_product_next))
+
+
+def nadam_advance(group, t, old):
+    # torch: ``mu_product *= mu`` on a float32 0-d tensor: mu is rounded to
+    # float32 and the product is taken in float32
+    (mu_product,) = old
+    return (np.float32(mu_product) * np.float32(_mu(group, t)),)
+
+
+def nadam_flags(group):
+    return (bool(group["maximize"]), bool(group["decoupled_weight_decay"]),
+            group["weight_decay"] != 0)
+
+
+SPEC = register(AlgorithmSpec(
+    name="nadam",
+    state=(StateSpec("exp_avg"), StateSpec("exp_avg_sq")),
+    has_step=True,
+    scalars=nadam_scalars,
+    flags=nadam_flags,
+    cpu=nadam_cpu,
+    scalar_state=(ScalarStateSpec("mu_product", init=1.0),),
+    advance=nadam_advance,
+    n_scalars=9,
+))

@@ -1,0 +1,128 @@
+r"""RAdam (rectified Adam, optionally with decoupled weight decay): maths, CPU
+loop, registry entry.
+
+Per element, with host scalars already rounded to the parameter dtype::
+
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        decoupled: p = p * (1 - lr * wd)        else: g = g + wd * p
+    m = lerp(m, g, 1 - beta1)
+    v = beta2 * v + (1 - beta2) * g * g
+    m_hat = m / bc1
+    if rho_t > 5:
+        adaptive = (1 / (sqrt(v) + eps)) * sqrt(bc2)     (torch's scalar / tensor)
+        p = p - ((m_hat * lr) * adaptive) * rect
+    else:
+        p = p - m_hat * lr
+
+with, on the host in float64 at the parameter's own step count ``t`` (as
+torch's Python code computes them)::
+
+    bc1 = 1 - beta1**t ;  bc2 = 1 - beta2**t
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * beta2**t / bc2
+    rect = sqrt((rho_t - 4) (rho_t - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho_t))
+
+The branch on ``rho_t > 5`` is taken per parameter on the host; the kernel
+gets it as a 0/1 column of the scalar row.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import carray, njit, prange
+
+from ..registry import AlgorithmSpec, StateSpec, register
+from ._common import addr_to_ptr, bias_correction, cpu_kernels, fma, lerp, to_scalar
+
+
+def radam_update(p, g, m, v, wd, decay, w1, beta2, omb2, bc1, lr, eps, bc2_sqrt, rect, one,
+                 rectified, maximize, decoupled, wd_on):
+    """One element of torch's single-tensor RAdam; returns ``(p, m, v)``."""
+    if maximize:
+        g = -g
+    if wd_on:
+        if decoupled:
+            p = p * decay
+        else:
+            g = fma(wd, p, g)
+    m = lerp(m, g, w1)
+    v = fma(omb2 * g, g, v * beta2)
+    m_hat = m / bc1
+    if rectified:
+        # torch: ``bc2**0.5 / (sqrt(v) + eps)`` is ``reciprocal(...) * bc2**0.5``
+        adaptive = (one / (math.sqrt(v) + eps)) * bc2_sqrt
+        p = p - ((m_hat * lr) * adaptive) * rect
+    else:
+        p = p - m_hat * lr
+    return p, m, v
+
+
+_radam_element = njit(error_model="numpy")(radam_update)
+
+
+def radam_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, maximize, decoupled, wd_on):
+    for c in prange(chunks.shape[0]):
+        s = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        # Views of this chunk only (see adam_segments).
+        n = segments[s, 3]
+        param = carray(addr_to_ptr(segments[s, 0], exp_avg), n)[lo:hi]
+        grad = carray(addr_to_ptr(segments[s, 1], exp_avg), n)[lo:hi]
+        off = segments[s, 2]
+        m = exp_avg[off + lo:off + hi]
+        v = exp_avg_sq[off + lo:off + hi]
+        wd, decay, w1, beta2 = scalars[s, 0], scalars[s, 1], scalars[s, 2], scalars[s, 3]
+        omb2, bc1, lr, eps = scalars[s, 4], scalars[s, 5], scalars[s, 6], scalars[s, 7]
+        bc2_sqrt, rect, one = scalars[s, 8], scalars[s, 9], scalars[s, 10]
+        # The rectification branch is the same for the whole segment: one
+        # inner loop per branch keeps the loop body branch-free.
+        if scalars[s, 11] != 0:
+            for i in range(hi - lo):
+                param[i], m[i], v[i] = _radam_element(
+                    param[i], grad[i], m[i], v[i], wd, decay, w1, beta2, omb2, bc1, lr, eps,
+                    bc2_sqrt, rect, one, True, maximize, decoupled, wd_on)
+        else:
+            for i in range(hi - lo):
+                param[i], m[i], v[i] = _radam_element(
+                    param[i], grad[i], m[i], v[i], wd, decay, w1, beta2, omb2, bc1, lr, eps,
+                    bc2_sqrt, rect, one, False, maximize, decoupled, wd_on)
+
+
+radam_cpu = cpu_kernels(radam_segments)
+
+
+def radam_scalars(group, t, fresh, old, new):
+    lr = to_scalar(group["lr"])
+    beta1, beta2 = (to_scalar(b) for b in group["betas"])
+    wd = to_scalar(group["weight_decay"])
+    bias_correction1 = bias_correction(beta1, t)
+    bias_correction2 = bias_correction(beta2, t)
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * (beta2 ** t) / bias_correction2
+    if rho_t > 5.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        rectified = 1.0
+    else:
+        # never used by the kernel; torch does not compute it (it may be complex)
+        rect = 0.0
+        rectified = 0.0
+    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction1, lr, group["eps"],
+            bias_correction2 ** 0.5, rect, 1.0, rectified)
+
+
+def radam_flags(group):
+    return (bool(group["maximize"]), bool(group["decoupled_weight_decay"]),
+            bool(to_scalar(group["weight_decay"]) != 0))
+
+
+SPEC = register(AlgorithmSpec(
+    name="radam",
+    state=(StateSpec("exp_avg"), StateSpec("exp_avg_sq")),
+    has_step=True,
+    scalars=radam_scalars,
+    flags=radam_flags,
+    cpu=radam_cpu,
+    n_scalars=12,
+))

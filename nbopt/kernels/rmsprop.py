@@ -1,0 +1,121 @@
+r"""RMSprop (plain, centered, with momentum): maths, CPU loop, registry entry.
+
+Per element, with host scalars already rounded to the parameter dtype::
+
+    g = -grad if maximize else grad
+    if weight_decay != 0: g = g + wd * p
+    v = alpha * v + (1 - alpha) * g * g                 (square_avg)
+    if centered:
+        ga = lerp(ga, g, 1 - alpha)                     (grad_avg)
+        avg = sqrt(v - ga * ga) + eps                   (NaN if roundoff makes it < 0)
+    else:
+        avg = sqrt(v) + eps
+    if momentum > 0:
+        buf = momentum * buf + g / avg                  (momentum_buffer)
+        p = p - lr * buf
+    else:
+        p = p - lr * g / avg
+
+eps is added after the square root.  Which of ``momentum_buffer`` and
+``grad_avg`` exist is decided at a parameter's first step; the step counter is
+kept (torch keeps it) but does not enter the maths.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import carray, njit, prange
+
+from ..registry import AlgorithmSpec, StateSpec, register
+from ._common import addr_to_ptr, cpu_kernels, fma, lerp, to_scalar
+
+
+def rmsprop_update(p, g, v, ga, buf, wd, alpha, oma, eps, momentum, neg_lr,
+                   maximize, wd_on, centered, use_momentum):
+    """One element of torch's single-tensor RMSprop; returns ``(p, v, ga, buf)``."""
+    if maximize:
+        g = -g
+    if wd_on:
+        g = fma(wd, p, g)                   # grad.add(param, alpha=weight_decay)
+    v = fma(oma * g, g, v * alpha)          # square_avg.mul_(alpha).addcmul_(g, g, value=1-alpha)
+    if centered:
+        ga = lerp(ga, g, oma)               # grad_avg.lerp_(grad, 1 - alpha)
+        avg = math.sqrt(fma(-ga, ga, v)) + eps   # square_avg.addcmul(ga, ga, value=-1).sqrt_()
+    else:
+        avg = math.sqrt(v) + eps
+    if use_momentum:
+        buf = buf * momentum + g / avg      # buf.mul_(momentum).addcdiv_(grad, avg)
+        p = fma(neg_lr, buf, p)             # param.add_(buf, alpha=-lr)
+    else:
+        p = p + (neg_lr * g) / avg          # param.addcdiv_(grad, avg, value=-lr)
+    return p, v, ga, buf
+
+
+_rmsprop_element = njit(error_model="numpy")(rmsprop_update)
+
+
+def rmsprop_segments(segments, chunks, scalars, square_avg, momentum_buffer, grad_avg,
+                     maximize, wd_on, centered, use_momentum):
+    for c in prange(chunks.shape[0]):
+        s = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        # Views of this chunk only (see adam_segments).
+        n = segments[s, 3]
+        param = carray(addr_to_ptr(segments[s, 0], square_avg), n)[lo:hi]
+        grad = carray(addr_to_ptr(segments[s, 1], square_avg), n)[lo:hi]
+        off = segments[s, 2]
+        v = square_avg[off + lo:off + hi]
+        wd, alpha, oma = scalars[s, 0], scalars[s, 1], scalars[s, 2]
+        eps, momentum, neg_lr = scalars[s, 3], scalars[s, 4], scalars[s, 5]
+        # One inner loop per optional-state layout (see adam_segments).
+        if centered and use_momentum:
+            ga = grad_avg[off + lo:off + hi]
+            buf = momentum_buffer[off + lo:off + hi]
+            for i in range(hi - lo):
+                param[i], v[i], ga[i], buf[i] = _rmsprop_element(
+                    param[i], grad[i], v[i], ga[i], buf[i], wd, alpha, oma, eps, momentum,
+                    neg_lr, maximize, wd_on, True, True)
+        elif centered:
+            ga = grad_avg[off + lo:off + hi]
+            for i in range(hi - lo):
+                param[i], v[i], ga[i], _ = _rmsprop_element(
+                    param[i], grad[i], v[i], ga[i], v[i], wd, alpha, oma, eps, momentum,
+                    neg_lr, maximize, wd_on, True, False)
+        elif use_momentum:
+            buf = momentum_buffer[off + lo:off + hi]
+            for i in range(hi - lo):
+                param[i], v[i], _, buf[i] = _rmsprop_element(
+                    param[i], grad[i], v[i], v[i], buf[i], wd, alpha, oma, eps, momentum,
+                    neg_lr, maximize, wd_on, False, True)
+        else:
+            for i in range(hi - lo):
+                param[i], v[i], _, _ = _rmsprop_element(
+                    param[i], grad[i], v[i], v[i], v[i], wd, alpha, oma, eps, momentum,
+                    neg_lr, maximize, wd_on, False, False)
+
+
+rmsprop_cpu = cpu_kernels(rmsprop_segments)
+
+
+def rmsprop_scalars(group, t, fresh, old, new):
+    alpha = group["alpha"]
+    return (group["weight_decay"], alpha, 1 - alpha, group["eps"], group["momentum"],
+            -to_scalar(group["lr"]))
+
+
+def rmsprop_flags(group):
+    return (bool(group["maximize"]), bool(group["weight_decay"] != 0),
+            bool(group["centered"]), bool(group["momentum"] > 0))
+
+
+SPEC = register(AlgorithmSpec(
+    name="rmsprop",
+    state=(StateSpec("square_avg"),
+           StateSpec("momentum_buffer", when=lambda group: group["momentum"] > 0),
+           StateSpec("grad_avg", when=lambda group: bool(group["centered"]))),
+    has_step=True,
+    scalars=rmsprop_scalars,
+    flags=rmsprop_flags,
+    cpu=rmsprop_cpu,
+    n_scalars=6,
+))
