@@ -441,6 +441,9 @@ class ElementwiseOptimizer(Optimizer):
     """
 
     _algorithm: str = ""
+    # group keys newer than some saved state dicts: filled in on load, as
+    # each torch class's __setstate__ does (subclasses list theirs)
+    _group_setdefaults: dict[str, Any] = {}
 
     def __init__(self, params, defaults: dict[str, Any]) -> None:
         self._flat: dict[int, tuple] = {}
@@ -456,6 +459,9 @@ class ElementwiseOptimizer(Optimizer):
         return super().__getstate__()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        for group in state.get("param_groups", []):
+            for key, value in self._group_setdefaults.items():
+                group.setdefault(key, value)
         super().__setstate__(state)
         self._flat = {}
         for gi, group in enumerate(self.param_groups):

@@ -68,6 +68,10 @@ class Adadelta(ElementwiseOptimizer):
     """
 
     _algorithm = "adadelta"
+    # keys torch's __setstate__ fills into older param groups, in its order
+    _group_setdefaults = {
+        "foreach": None, "maximize": False, "differentiable": False, "capturable": False
+    }
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False):
@@ -84,10 +88,3 @@ class Adadelta(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        for group in state.get("param_groups", []):
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-        super().__setstate__(state)

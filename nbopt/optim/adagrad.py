@@ -77,6 +77,10 @@ class Adagrad(ElementwiseOptimizer):
     """
 
     _algorithm = "adagrad"
+    # keys torch's __setstate__ fills into older param groups, in its order
+    _group_setdefaults = {
+        "foreach": None, "maximize": False, "differentiable": False, "fused": None
+    }
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
@@ -99,13 +103,6 @@ class Adagrad(ElementwiseOptimizer):
         # torch creates Adagrad's state eagerly, for every parameter
         self._init_state_now()
 
-    def __setstate__(self, state):
-        for group in state.get("param_groups", []):
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", None)
-        super().__setstate__(state)
 
     def share_memory(self) -> None:
         """Does nothing: torch moves the ``sum`` tensors to shared memory for

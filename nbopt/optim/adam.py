@@ -72,6 +72,11 @@ class Adam(ElementwiseOptimizer):
     """
 
     _algorithm = "adam"
+    # keys torch's __setstate__ fills into older param groups, in its order
+    _group_setdefaults = {
+        "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+        "differentiable": False, "decoupled_weight_decay": False, "fused": None
+    }
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
@@ -109,16 +114,6 @@ class Adam(ElementwiseOptimizer):
             self._step_supports_amp_scaling = True
         check_fused_flags(fused, foreach, differentiable)
 
-    def __setstate__(self, state):
-        for group in state.get("param_groups", []):
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("fused", None)
-        super().__setstate__(state)
 
 
 class AdamW(Adam):

@@ -71,6 +71,10 @@ class Adamax(ElementwiseOptimizer):
     """
 
     _algorithm = "adamax"
+    # keys torch's __setstate__ fills into older param groups, in its order
+    _group_setdefaults = {
+        "foreach": None, "maximize": False, "differentiable": False, "capturable": False
+    }
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False):
@@ -87,10 +91,3 @@ class Adamax(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        for group in state.get("param_groups", []):
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-        super().__setstate__(state)

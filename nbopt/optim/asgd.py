@@ -80,6 +80,10 @@ class ASGD(ElementwiseOptimizer):
     """
 
     _algorithm = "asgd"
+    # keys torch's __setstate__ fills into older param groups, in its order
+    _group_setdefaults = {
+        "foreach": None, "maximize": False, "differentiable": False, "capturable": False
+    }
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
                  foreach=None, maximize=False, differentiable=False, capturable=False):
@@ -93,10 +97,3 @@ class ASGD(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        for group in state.get("param_groups", []):
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-        super().__setstate__(state)

@@ -84,6 +84,11 @@ class RMSprop(ElementwiseOptimizer):
     """
 
     _algorithm = "rmsprop"
+    # keys torch's __setstate__ fills into older param groups, in its order
+    _group_setdefaults = {
+        "momentum": 0, "centered": False, "foreach": None, "maximize": False,
+        "differentiable": False, "capturable": False
+    }
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
@@ -101,12 +106,3 @@ class RMSprop(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        for group in state.get("param_groups", []):
-            group.setdefault("momentum", 0)
-            group.setdefault("centered", False)
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-        super().__setstate__(state)

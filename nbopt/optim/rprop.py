@@ -79,6 +79,10 @@ class Rprop(ElementwiseOptimizer):
     """
 
     _algorithm = "rprop"
+    # keys torch's __setstate__ fills into older param groups, in its order
+    _group_setdefaults = {
+        "foreach": None, "maximize": False, "differentiable": False, "capturable": False
+    }
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
                  capturable=False, foreach=None, maximize=False, differentiable=False):
@@ -92,10 +96,3 @@ class Rprop(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        for group in state.get("param_groups", []):
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-        super().__setstate__(state)

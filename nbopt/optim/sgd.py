@@ -63,6 +63,11 @@ class SGD(ElementwiseOptimizer):
     """
 
     _algorithm = "sgd"
+    # keys torch's __setstate__ fills into older param groups, in its order
+    _group_setdefaults = {
+        "nesterov": False, "maximize": False, "foreach": None, "differentiable": False,
+        "fused": False
+    }
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
@@ -86,11 +91,3 @@ class SGD(ElementwiseOptimizer):
             self._step_supports_amp_scaling = True
         check_fused_flags(fused, foreach, differentiable)
 
-    def __setstate__(self, state):
-        for group in state.get("param_groups", []):
-            group.setdefault("nesterov", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", False)
-        super().__setstate__(state)
