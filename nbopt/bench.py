@@ -81,18 +81,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return (number(count), number(each)) if each else (1, number(count))
 
 
-def _median_time(fn, repeat: int, budget: float = 2.0) -> float:
-    fn()
-    fn()  # compile / first-touch outside the measurement
-    times = []
+def _interleaved_medians(fns: dict, repeat: int, budget: float = 3.0) -> dict:
+    """Median time of each callable, measured in interleaved rounds (one call
+    of each per round) so that drifts of the machine hit all of them alike."""
+    for fn in fns.values():
+        fn()
+        fn()  # compile / first-touch outside the measurement
+    times = {name: [] for name in fns}
     start = time.perf_counter()
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget and len(times) >= 3:
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget and len(times[name]) >= 5:
             break
-    return float(np.median(times))
+    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def _workload(count: int, each: int, dtype, seed: int = 0):
@@ -114,14 +118,14 @@ def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repea
     opt = getattr(nbopt, name)(params, **options)
     row = {"algorithm": name, "workload": f"{count}x{each}", "dtype": dtype,
            "elements": count * each}
-    row["nbopt_s"] = _median_time(opt.step, repeat)
+    fns = {"nbopt_s": opt.step}
 
     spec = get(opt._algorithm)
     n_state = sum(s.wanted(opt.param_groups[0]) for s in spec.state)
     total = count * each
     flat = [np.ones(total, dtype) for _ in range(n_state + 2)]
     flat[1] *= 1e-9
-    row["floor_s"] = _median_time(lambda: _STREAMS[n_state + 1](*flat), repeat)
+    fns["floor_s"] = lambda: _STREAMS[n_state + 1](*flat)
     row["bytes_per_element"] = (2 * n_state + 3) * np.dtype(dtype).itemsize
 
     if torch_modes:
@@ -135,8 +139,8 @@ def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repea
             for t, g in zip(tparams, grads):
                 t.grad = torch.from_numpy(g)
             topt = getattr(torch.optim, name)(tparams, **options, **extra)
-            with torch.no_grad():
-                row[f"torch_{mode}_s"] = _median_time(topt.step, repeat)
+            fns[f"torch_{mode}_s"] = topt.step
+    row.update(_interleaved_medians(fns, repeat))
     return row
 
 
