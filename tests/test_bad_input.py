@@ -51,6 +51,47 @@ INVALID = [
     ("AdamW", dict(betas=(0.9, 1.5)), ValueError, "Invalid beta parameter at index 1: 1.5"),
     ("AdamW", dict(fused=True, foreach=True), RuntimeError,
      "`fused` and `foreach` cannot be `True` together."),
+    ("Adagrad", dict(lr=-0.1), ValueError, "Invalid learning rate: -0.1"),
+    ("Adagrad", dict(lr_decay=-1.0), ValueError, "Invalid lr_decay value: -1.0"),
+    ("Adagrad", dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
+    ("Adagrad", dict(initial_accumulator_value=-1.0), ValueError,
+     "Invalid initial_accumulator_value value: -1.0"),
+    ("Adagrad", dict(eps=-1.0), ValueError, "Invalid epsilon value: -1.0"),
+    ("Adagrad", dict(lr="tensor:[0.1,0.2]"), ValueError, "Tensor lr must be 1-element"),
+    ("Adagrad", dict(fused=True, foreach=True), RuntimeError,
+     "`fused` and `foreach` cannot be `True` together."),
+    ("Adadelta", dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+    ("Adadelta", dict(rho=1.5), ValueError, "Invalid rho value: 1.5"),
+    ("Adadelta", dict(eps=-1.0), ValueError, "Invalid epsilon value: -1.0"),
+    ("Adadelta", dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
+    ("Adamax", dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+    ("Adamax", dict(eps=-1.0), ValueError, "Invalid epsilon value: -1.0"),
+    ("Adamax", dict(betas=(1.0, 0.9)), ValueError, "Invalid beta parameter at index 0: 1.0"),
+    ("Adamax", dict(betas=(0.9, 1.0)), ValueError, "Invalid beta parameter at index 1: 1.0"),
+    ("Adamax", dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
+    ("ASGD", dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+    ("ASGD", dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
+    ("ASGD", dict(lr="tensor:[0.1,0.2]"), ValueError, "Tensor lr must be 1-element"),
+    ("NAdam", dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+    ("NAdam", dict(eps=-1.0), ValueError, "Invalid epsilon value: -1.0"),
+    ("NAdam", dict(betas=(-0.1, 0.9)), ValueError, "Invalid beta parameter at index 0: -0.1"),
+    ("NAdam", dict(betas=(0.9, 1.0)), ValueError, "Invalid beta parameter at index 1: 1.0"),
+    ("NAdam", dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
+    ("NAdam", dict(momentum_decay=-1.0), ValueError, "Invalid momentum_decay value: -1.0"),
+    ("RAdam", dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+    ("RAdam", dict(eps=-1.0), ValueError, "Invalid epsilon value: -1.0"),
+    ("RAdam", dict(betas=(1.0, 0.9)), ValueError, "Invalid beta parameter at index 0: 1.0"),
+    ("RAdam", dict(betas=(0.9, -1.0)), ValueError, "Invalid beta parameter at index 1: -1.0"),
+    ("RAdam", dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
+    ("RMSprop", dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+    ("RMSprop", dict(eps=-1.0), ValueError, "Invalid epsilon value: -1.0"),
+    ("RMSprop", dict(momentum=-1.0), ValueError, "Invalid momentum value: -1.0"),
+    ("RMSprop", dict(weight_decay=-1.0), ValueError, "Invalid weight_decay value: -1.0"),
+    ("RMSprop", dict(alpha=-1.0), ValueError, "Invalid alpha value: -1.0"),
+    ("Rprop", dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+    ("Rprop", dict(etas=(1.5, 1.2)), ValueError, "Invalid eta values: 1.5, 1.2"),
+    ("Rprop", dict(etas=(0.5, 0.9)), ValueError, "Invalid eta values: 0.5, 0.9"),
+    ("Rprop", dict(lr="tensor:[0.1,0.2]"), ValueError, "Tensor lr must be 1-element"),
 ]
 
 
@@ -118,7 +159,17 @@ BAD_GRADS = [
 ]
 
 
-@pytest.mark.parametrize("cls", ["SGD", "Adam", "AdamW"])
+ALL = ["SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam",
+       "RMSprop", "Rprop"]
+
+
+def test_every_algorithm_is_exercised_here():
+    assert set(ALL) == {c for c, *_ in INVALID} == {
+        n for n in nbopt.__all__ if isinstance(getattr(nbopt, n), type)
+        and issubclass(getattr(nbopt, n), nbopt.optimizer.ElementwiseOptimizer)}
+
+
+@pytest.mark.parametrize("cls", ALL)
 @pytest.mark.parametrize("what,make,exc,pattern", BAD_GRADS, ids=[b[0] for b in BAD_GRADS])
 def test_bad_grad_raises_before_any_parameter_moves(cls, what, make, exc, pattern):
     kwargs = {"momentum": 0.9} if cls == "SGD" else {}
