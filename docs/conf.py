@@ -12,6 +12,10 @@ nbopt must be importable (``pip install -e .``); ``sys.path`` is not touched.
 """
 import nbopt
 
+# docs/_ext holds this project's own Sphinx extensions (scheduler plots)
+import os, sys  # noqa: E401,E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))
+
 # -- project -----------------------------------------------------------------
 project = "nbopt"
 author = "the nbopt developers"
@@ -27,6 +31,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
+    "scheduler_plots",      # docs/_ext: draws each scheduler's plot at build time
 ]
 
 exclude_patterns = ["_build"]
