@@ -13,9 +13,10 @@ from .optim import (ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RA
                     Rprop)
 from .optimizer import Optimizer
 from . import lr_scheduler  # noqa: E402  (needs Optimizer; as torch.optim.lr_scheduler)
+from . import nn, swa_utils  # noqa: E402
 from .parameter import Parameter, ParameterArena
 
 __version__ = "0.1.0"
 
 __all__ = ["Parameter", "ParameterArena", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad",
-           "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop", "lr_scheduler", "save", "load"]
+           "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop", "lr_scheduler", "nn", "swa_utils", "save", "load"]

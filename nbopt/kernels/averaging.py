@@ -1,0 +1,292 @@
+r"""Weight averaging for :mod:`nbopt.swa_utils`: maths, CPU loops, host driver.
+
+Two in-place updates of an averaged array ``avg`` towards a model array ``cur``,
+each rounded as torch 2.13 rounds it on the CPU (verified bit for bit on
+float32, float64, complex64 and complex128, vectorised bodies and tails):
+
+``swa`` -- the default of ``AveragedModel.update_parameters`` on the CPU,
+    which is ``get_swa_avg_fn()`` applied tensor by tensor::
+
+        avg = avg + (cur - avg) / (n + 1)          three roundings, a true division
+
+    For complex arrays torch divides by the complex number ``(n + 1) + 0j``,
+    which c10's complex division computes as a multiplication by the real
+    reciprocal ``r = 1 / (n + 1)``: ``avg = avg + (cur - avg) * r``.
+
+``lerp`` -- ``torch._foreach_lerp_(avg, cur, w)``, behind
+    ``get_swa_multi_avg_fn`` (``w = 1 / (n + 1)``) and ``get_ema_multi_avg_fn``
+    (``w = 1 - decay``)::
+
+        |w| < 0.5:  avg = fma(w, cur - avg, avg)
+        otherwise:  avg = fma(w - 1, cur - avg, cur)
+
+    Complex arrays: the same two forms with separate roundings (c10's complex
+    lerp has no fused multiply-add).
+
+Complex arrays run through their real view (real and imaginary parts are
+independent coordinates under both updates).
+
+One kernel call covers every array pair of one dtype: the host builds a table
+of data pointers (``avg`` address, ``cur`` address, element count) as the
+optimizer engine does (``DESIGN.md`` section 3), merging pairs that are
+adjacent in memory on both sides, so an arena-allocated model is one segment.
+Below :data:`nbopt.config.PARALLEL_THRESHOLD` elements the serial kernel runs;
+above it the ``parallel=True`` one over chunks of
+:data:`nbopt.config.CHUNK_SIZE` elements.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+from numba import carray, prange
+
+from .. import config
+from ._common import addr_to_ptr, cpu_kernels, lerp
+
+__all__ = ["swa_cpu", "lerp_cpu", "average_", "KINDS", "DTYPES"]
+
+KINDS = ("swa", "lerp")
+#: the dtypes the kernels handle (complex ones through their real view)
+DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+
+
+def swa_segments(segments, chunks, scalars, cplx):
+    for c in prange(chunks.shape[0]):
+        s = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        n = segments[s, 2]
+        # Views of this chunk only, indexed from 0 (see adam_segments: lets
+        # LLVM drop the negative-index wraparound and vectorise).
+        avg = carray(addr_to_ptr(segments[s, 0], scalars), n)[lo:hi]
+        cur = carray(addr_to_ptr(segments[s, 1], scalars), n)[lo:hi]
+        # One loop per branch: a branch inside the loop blocks vectorisation.
+        if cplx:
+            recip = scalars[1]
+            for i in range(hi - lo):
+                a = avg[i]
+                avg[i] = a + (cur[i] - a) * recip
+        else:
+            np1 = scalars[0]
+            for i in range(hi - lo):
+                a = avg[i]
+                avg[i] = a + (cur[i] - a) / np1
+
+
+def lerp_segments(segments, chunks, scalars, cplx, small):
+    for c in prange(chunks.shape[0]):
+        s = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        n = segments[s, 2]
+        avg = carray(addr_to_ptr(segments[s, 0], scalars), n)[lo:hi]
+        cur = carray(addr_to_ptr(segments[s, 1], scalars), n)[lo:hi]
+        w = scalars[0]
+        if cplx:
+            # |w| < 0.5 (``small``) and 1 - w come from the host, so that no
+            # Python literal enters the loop.
+            omw = scalars[1]
+            if small:
+                for i in range(hi - lo):
+                    a = avg[i]
+                    avg[i] = a + w * (cur[i] - a)
+            else:
+                for i in range(hi - lo):
+                    b = cur[i]
+                    avg[i] = b - (b - avg[i]) * omw
+        else:
+            for i in range(hi - lo):
+                avg[i] = lerp(avg[i], cur[i], w)
+
+
+swa_cpu = cpu_kernels(swa_segments)
+lerp_cpu = cpu_kernels(lerp_segments)
+
+_KERNELS = {"swa": swa_cpu, "lerp": lerp_cpu}
+
+
+# --------------------------------------------------------------------------
+# Host side
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def _fortran_only(a: np.ndarray) -> bool:
+    return a.flags.f_contiguous and not a.flags.c_contiguous
+
+
+def _kernel_ready(avg: np.ndarray) -> bool:
+    """Whether the kernel can write ``avg`` through its data pointer."""
+    return (avg.flags.c_contiguous or avg.flags.f_contiguous) and avg.flags.writeable
+
+
+def _matching(avg: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """``cur`` with ``avg``'s shape and memory order (a copy only when needed):
+    element k of the result's memory is element k of ``avg``'s memory."""
+    if cur.shape != avg.shape:
+        cur = np.broadcast_to(cur, avg.shape)
+    if avg.ndim <= 1 or avg.size <= 1:
+        ok = cur.flags.c_contiguous or cur.flags.f_contiguous
+    elif _fortran_only(avg):
+        ok = cur.flags.f_contiguous
+    else:
+        ok = cur.flags.c_contiguous
+    if ok:
+        return cur
+    return np.asfortranarray(cur) if _fortran_only(avg) else np.ascontiguousarray(cur)
+
+
+def _scalars(kind: str, value: float, dtype: np.dtype) -> np.ndarray:
+    """The kernel's scalar row, in the (real) kernel dtype.
+
+    ``swa``: ``value`` is ``n + 1``; row ``(n + 1, 1 / (n + 1))``, the
+    reciprocal computed in the dtype as c10's complex division does.
+    ``lerp``: ``value`` is the weight (already the double torch passes);
+    row ``(w, 1 - w)``.
+    """
+    t = dtype.type
+    if kind == "swa":
+        np1 = t(value)
+        return np.array([np1, t(1) / np1], dtype)
+    w = t(value)
+    return np.array([w, t(1) - w], dtype)
+
+
+def _chunks(lengths: np.ndarray, chunk: int) -> np.ndarray:
+    per_seg = np.maximum(1, -(-lengths // chunk))
+    seg_index = np.repeat(np.arange(len(lengths)), per_seg)
+    first = np.cumsum(per_seg) - per_seg
+    k = np.arange(len(seg_index)) - np.repeat(first, per_seg)
+    out = np.empty((len(seg_index), 3), np.int64)
+    out[:, 0] = seg_index
+    out[:, 1] = k * chunk
+    out[:, 2] = np.minimum((k + 1) * chunk, lengths[seg_index])
+    return out
+
+
+class _Table:
+    """The kernel arguments for one list of array pairs of one dtype: the
+    segment table (``avg`` address, ``cur`` address, element count) and the
+    chunk tables.  Reusable while the caller passes the same array objects
+    and no stand-in copy was needed: a training loop pays for the addresses
+    once (0.8 us per array) and then only for an identity check."""
+
+    __slots__ = ("avg_list", "cur_list", "seg", "total", "cplx", "real", "reusable", "keep",
+                 "write_back", "_chunks", "_knobs")
+
+    def __init__(self, avg_list, cur_list):
+        self.avg_list = list(avg_list)
+        self.cur_list = list(cur_list)
+        dtype = np.dtype(self.avg_list[0].dtype)
+        self.cplx = dtype.kind == "c"
+        self.real = np.empty(0, dtype).real.dtype
+        self.keep = []          # copies that must outlive the kernel call
+        self.write_back = []    # (user array, contiguous stand-in) for non-contiguous avg
+        pairs = []
+        for avg, cur in zip(self.avg_list, self.cur_list):
+            if avg.size == 0:
+                continue
+            if not _kernel_ready(avg):
+                stand_in = np.ascontiguousarray(avg)
+                self.write_back.append((avg, stand_in))
+                avg = stand_in
+            matched = _matching(avg, cur)
+            if matched is not avg and np.may_share_memory(matched, avg) and \
+                    _address(matched) != _address(avg):
+                # partial overlap would feed updated values back in
+                matched = matched.copy(order="K")
+            if matched is not cur:
+                self.keep.append(matched)
+            pairs.append((avg, matched))
+        self.reusable = not self.keep and not self.write_back
+        n = len(pairs)
+        width = 2 if self.cplx else 1
+        avg_addr = np.fromiter((_address(a) for a, _ in pairs), np.int64, n)
+        cur_addr = np.fromiter((_address(c) for _, c in pairs), np.int64, n)
+        sizes = np.fromiter((a.size for a, _ in pairs), np.int64, n) * width
+        nbytes = sizes * self.real.itemsize
+        if n <= 1:
+            starts = np.zeros(n, np.int64)
+        else:
+            brk = ((avg_addr[1:] != avg_addr[:-1] + nbytes[:-1])
+                   | (cur_addr[1:] != cur_addr[:-1] + nbytes[:-1]))
+            starts = np.flatnonzero(np.concatenate(([True], brk)))
+        self.seg = np.empty((len(starts), 3), np.int64)
+        if n:
+            self.seg[:, 0] = avg_addr[starts]
+            self.seg[:, 1] = cur_addr[starts]
+            self.seg[:, 2] = np.add.reduceat(sizes, starts)
+        self.total = int(self.seg[:, 2].sum())
+        self._chunks = None
+        self._knobs = None
+
+    def matches(self, avg_list, cur_list) -> bool:
+        return (self.reusable and len(avg_list) == len(self.avg_list)
+                and len(cur_list) == len(self.cur_list)
+                and all(map(operator.is_, avg_list, self.avg_list))
+                and all(map(operator.is_, cur_list, self.cur_list)))
+
+    def run(self, kind: str, value: float) -> None:
+        if len(self.seg):
+            scalars = _scalars(kind, value, self.real)
+            flags = (self.cplx,) if kind == "swa" else (self.cplx, bool(abs(scalars[0]) < 0.5))
+            serial, parallel = _KERNELS[kind]
+            knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE)
+            parallel_run = self.total >= knobs[0]
+            if self._knobs != knobs:
+                if parallel_run:
+                    self._chunks = _chunks(self.seg[:, 2], knobs[1])
+                else:
+                    self._chunks = np.zeros((len(self.seg), 3), np.int64)
+                    self._chunks[:, 0] = np.arange(len(self.seg))
+                    self._chunks[:, 2] = self.seg[:, 2]
+                self._knobs = knobs
+            kernel = parallel if parallel_run else serial
+            kernel(self.seg, self._chunks, scalars, *flags)
+        for avg, stand_in in self.write_back:
+            avg[...] = stand_in
+
+
+def average_(kind: str, avg_list, cur_list, value: float, cache: dict | None = None) -> None:
+    """Update every ``avg_list[k]`` in place towards ``cur_list[k]``.
+
+    Parameters
+    ----------
+    kind : {"swa", "lerp"}
+        The update (see the module docstring).
+    avg_list, cur_list : sequence of ndarray
+        Pairs of arrays; all ``avg`` arrays share one float or complex dtype,
+        each ``cur`` has its ``avg``'s dtype and a shape that broadcasts to
+        its ``avg``'s shape (the caller validates both).
+    value : float
+        ``n + 1`` for ``swa``, the weight for ``lerp`` (a Python double: it is
+        rounded to the dtype here, as torch rounds a scalar argument).
+    cache : dict, optional
+        Keeps the pointer table of each dtype between calls (keyed by dtype);
+        it is reused when the same array objects come back.  The caller must
+        not share it between copies of its arrays (a deep copy of the owner
+        starts with an empty cache).
+
+    Notes
+    -----
+    Arrays that the kernel cannot reach through a plain data pointer (a
+    non-contiguous ``avg``, a ``cur`` in another memory order or broadcast)
+    go through contiguous copies; the common case copies nothing.
+    """
+    if kind not in _KERNELS:
+        raise ValueError(f"unknown averaging kind {kind!r}; expected one of {KINDS}")
+    if not len(avg_list):
+        return
+    key = avg_list[0].dtype
+    if key not in DTYPES:
+        raise TypeError(f"the averaging kernels take {sorted(str(d) for d in DTYPES)} arrays, "
+                        f"got {key}")
+    table = cache.get(key) if cache is not None else None
+    if table is None or not table.matches(avg_list, cur_list):
+        table = _Table(avg_list, cur_list)
+        if cache is not None:
+            if table.reusable:
+                cache[key] = table
+            else:
+                cache.pop(key, None)
+    table.run(kind, value)
