@@ -10,13 +10,14 @@ cache) the first time an algorithm steps.
 """
 from .checkpoint import load, save
 from .optim import (ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop,
-                    Rprop)
+                    Rprop, SparseAdam)
 from .optimizer import Optimizer
 from . import lr_scheduler  # noqa: E402  (needs Optimizer; as torch.optim.lr_scheduler)
 from . import nn, swa_utils  # noqa: E402
-from .parameter import Parameter, ParameterArena
+from .parameter import Parameter, ParameterArena, SparseGrad
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "ParameterArena", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad",
-           "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop", "lr_scheduler", "nn", "swa_utils", "save", "load"]
+__all__ = ["Parameter", "ParameterArena", "SparseGrad", "Optimizer", "SGD", "Adam", "AdamW",
+           "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop",
+           "SparseAdam", "lr_scheduler", "nn", "swa_utils", "save", "load"]

@@ -11,6 +11,13 @@ A step is two phases so that bad input changes nothing: :meth:`FlatGroup.prepare
 validates every gradient and builds the work of the step without touching
 any parameter or state; :meth:`StepWork.run` then initialises new state,
 advances step counters and calls the kernel.
+
+Sparse gradients (:class:`nbopt.parameter.SparseGrad`, or 2-D ``scipy.sparse``
+objects) go through the spec's ``sparse`` handler (:mod:`nbopt.registry`):
+without one, the step raises torch's ``"<Name> does not support sparse
+gradients"``; with one, the handler validates the options while the step is
+validated, and its row update runs after the dense kernel (or it asks for the
+densified gradient to go through the kernel like a dense one).
 """
 from __future__ import annotations
 
@@ -20,11 +27,28 @@ from typing import Mapping
 import numpy as np
 
 from . import config
-from .registry import AlgorithmSpec
+from .parameter import as_sparse_grad, is_sparse_grad
+from .registry import DENSIFY, AlgorithmSpec
 
-__all__ = ["FlatGroup", "ParamState", "param_where"]
+__all__ = ["FlatGroup", "ParamState", "param_where", "sparse_rejection"]
 
 _EMPTY = {}
+
+# torch's class names where they are not the capitalised registry name, and
+# the messages that say more than "<Name> does not support sparse gradients"
+_TORCH_NAMES = {"asgd": "ASGD", "nadam": "NAdam", "radam": "RAdam", "rmsprop": "RMSprop"}
+_SPARSE_MESSAGES = {
+    "adam": "Adam does not support sparse gradients, please consider SparseAdam instead",
+}
+
+
+def sparse_rejection(spec: AlgorithmSpec) -> str:
+    """torch's message for a sparse gradient given to an algorithm without one
+    (AdamW steps through Adam's code in torch, and says "Adam")."""
+    if spec.name in _SPARSE_MESSAGES:
+        return _SPARSE_MESSAGES[spec.name]
+    name = _TORCH_NAMES.get(spec.name, spec.name.capitalize())
+    return f"{name} does not support sparse gradients"
 
 
 def param_where(group_index: int, position: int) -> str:
@@ -205,9 +229,17 @@ class FlatGroup:
         if not mask.any():
             return None
         hold = []
+        sparse = []
         cached = self._grads
         for i, g in enumerate(grads):
             if g is None or (g is cached[i] and not self._copied[i]):
+                continue
+            if not isinstance(g, np.ndarray) and is_sparse_grad(g):
+                update, work = self._check_sparse(i, g, group)
+                if update is DENSIFY:
+                    hold.append((i, work, grads[i]))
+                else:
+                    sparse.append((i, update, work))
                 continue
             g = self._check_grad(i, g)
             hold.append((i, g, grads[i]))
@@ -220,13 +252,14 @@ class FlatGroup:
             for s in wanted:
                 if not self.present[s.name][old].all():
                     raise KeyError(s.name)
-        return StepWork(self, group, defaults, state, active, fresh_slots, hold)
+        return StepWork(self, group, defaults, state, active, fresh_slots, hold, sparse)
 
     def _check_grad(self, i: int, g) -> np.ndarray:
         p = self.params[i]
         where = param_where(self.group_index, self.positions[i])
         if not isinstance(g, np.ndarray):
-            raise TypeError(f"{where}: grad must be a numpy array or None, got {type(g).__name__}")
+            raise TypeError(f"{where}: grad must be a numpy array or None, got {type(g).__name__} "
+                            "(sparse gradients are nbopt.SparseGrad objects)")
         if g.shape != p.shape:
             raise RuntimeError(
                 f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")
@@ -237,15 +270,41 @@ class FlatGroup:
             g = _layout_copy(p, g)
         return g
 
+    def _check_sparse(self, i: int, g, group: Mapping):
+        """Validate sparse gradient ``g`` of slot ``i``; returns ``(DENSIFY,
+        dense gradient)`` or ``(row update, gradient as a SparseGrad)``."""
+        p = self.params[i]
+        where = param_where(self.group_index, self.positions[i])
+        g = as_sparse_grad(g)
+        if g.shape != p.shape:
+            raise RuntimeError(
+                f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")
+        if g.dtype != p.dtype:
+            raise RuntimeError(
+                f"{where}: grad has dtype {g.dtype} but the parameter has dtype {p.dtype}")
+        if self.spec.sparse is None:
+            raise RuntimeError(sparse_rejection(self.spec))
+        update = self.spec.sparse(group, p)
+        if update is DENSIFY:
+            return DENSIFY, _layout_copy(p, g.to_dense())
+        return update, g
+
+    def state_views(self, i: int) -> dict:
+        """The allocated state of slot ``i``, as views shaped and laid out like
+        its parameter."""
+        return {s.name: self._view(s.name, i) for s in self.spec.state
+                if self.present[s.name][i]}
+
 
 class StepWork:
     """One group's validated step, ready to run."""
 
-    __slots__ = ("fg", "group", "defaults", "state", "active", "fresh_slots", "hold")
+    __slots__ = ("fg", "group", "defaults", "state", "active", "fresh_slots", "hold", "sparse")
 
-    def __init__(self, fg, group, defaults, state, active, fresh_slots, hold):
+    def __init__(self, fg, group, defaults, state, active, fresh_slots, hold, sparse=()):
         self.fg, self.group, self.defaults, self.state = fg, group, defaults, state
         self.active, self.fresh_slots, self.hold = active, fresh_slots, hold
+        self.sparse = sparse    # (slot, row update, SparseGrad)
 
     def run(self) -> None:
         fg, group = self.fg, self.group
@@ -264,22 +323,33 @@ class StepWork:
         arrays = [fg.arrays[s.name] if fg.arrays[s.name] is not None else fg._empty
                   for s in spec.state]
         fg._steady = None
+        is_sparse = np.zeros(len(fg.params), bool)
+        updates = {}
+        for i, update, grad in self.sparse:
+            is_sparse[i] = True
+            updates[i] = (update, grad)
         for r in range(fg.max_count):
             slots = self.active if r == 0 else self.active[fg.counts[self.active] > r]
             if len(slots) == 0:
                 break
             fg.steps[slots] += np.float32(1)
-            segments, keys, slot_key = _segments(fg, slots, fresh)
-            rows = []
-            for k, (t, f, *old) in enumerate(keys):
-                new = _advance(fg, group, t, old, slots[slot_key == k])
-                rows.append(spec.scalars(group, t, f, tuple(old), new))
-            scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(fg.dtype)
-            seg = np.ascontiguousarray(segments[:, :4])
-            kernel, chunks = _launch_shape(spec, seg)
-            kernel(seg, chunks, scalars, *arrays, *flags)
-        if (fg.max_count == 1 and len(keys) == 1 and len(self.active) == len(fg.params)
-                and not fg._copied.any() and not len(self.fresh_slots)):
+            dense = slots[~is_sparse[slots]] if updates else slots
+            if len(dense):
+                segments, keys, slot_key = _segments(fg, dense, fresh)
+                rows = []
+                for k, (t, f, *old) in enumerate(keys):
+                    new = _advance(fg, group, t, old, dense[slot_key == k])
+                    rows.append(spec.scalars(group, t, f, tuple(old), new))
+                scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(fg.dtype)
+                seg = np.ascontiguousarray(segments[:, :4])
+                kernel, chunks = _launch_shape(spec, seg)
+                kernel(seg, chunks, scalars, *arrays, *flags)
+            for i in slots[is_sparse[slots]] if updates else ():
+                update, grad = updates[int(i)]
+                update(fg.params[i], fg.state_views(int(i)), grad, group, float(fg.steps[i]))
+        if (not updates and fg.max_count == 1 and len(keys) == 1
+                and len(self.active) == len(fg.params) and not fg._copied.any()
+                and not len(self.fresh_slots)):
             fg._steady = _Steady(fg, group, seg, chunks, kernel, arrays)
 
 

@@ -1,12 +1,14 @@
-"""Parameters: ndarrays that carry a gradient, and the arena that packs many of
-them into one contiguous buffer."""
+"""Parameters: ndarrays that carry a gradient, the arena that packs many of
+them into one contiguous buffer, and the sparse gradient type."""
 from __future__ import annotations
 
+import operator
+import sys
 from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Parameter", "ParameterArena"]
+__all__ = ["Parameter", "ParameterArena", "SparseGrad", "is_sparse_grad", "as_sparse_grad"]
 
 
 class Parameter(np.ndarray):
@@ -22,10 +24,12 @@ class Parameter(np.ndarray):
 
     Attributes
     ----------
-    grad : ndarray or None
+    grad : ndarray, SparseGrad or None
         The gradient read by ``Optimizer.step``: ``None`` (the parameter is
-        skipped) or an array of the parameter's shape and dtype.  Assign a new
-        array (``w.grad = dw``) or write into the existing one
+        skipped), an array of the parameter's shape and dtype, or a sparse
+        gradient (:class:`SparseGrad`, or a 2-D ``scipy.sparse`` array or
+        matrix) for the algorithms that take one (SparseAdam, Adagrad, SGD).
+        Assign a new array (``w.grad = dw``) or write into the existing one
         (``w.grad[...] = dw``); the optimizer validates it at ``step`` time.
     requires_grad : bool
         Kept for torch compatibility; only float and complex parameters may
@@ -180,3 +184,281 @@ class ParameterArena:
         self.grad.fill(0)
         for p, g in zip(self.params, self.grad_views):
             p.grad = g
+
+
+class SparseGrad:
+    r"""A sparse gradient in COO form, like ``torch.sparse_coo_tensor``.
+
+    Entry ``k`` holds ``values[k]`` at position ``indices[:, k]`` of the first
+    ``sparse_dim`` dimensions; ``values[k]`` spans the remaining (dense)
+    dimensions.  The typical case is an embedding table of shape
+    ``(rows, dim)`` with ``indices`` of shape ``(1, nnz)`` naming rows and
+    ``values`` of shape ``(nnz, dim)`` (torch's ``nn.Embedding(sparse=True)``
+    gradient).  Indices may repeat: the gradient is the sum of the entries,
+    and :meth:`coalesce` sums them exactly as torch's ``coalesce()`` does
+    (same order of summation, so float results are bit for bit torch's).
+
+    Parameters
+    ----------
+    indices : array_like of int, shape (sparse_dim, nnz)
+        The positions of the entries.  Copied (as int64, read-only).
+    values : array_like of float or complex, shape (nnz, \*shape[sparse_dim:])
+        The entries; used as given (not copied) when already a C-contiguous
+        array.
+    shape : tuple of int, optional
+        The dense shape.  By default the smallest that holds every index
+        (``indices.max(axis=1) + 1``) followed by ``values.shape[1:]``, as
+        torch infers it.
+
+    Raises
+    ------
+    TypeError
+        For non-integer indices or non-floating values.
+    RuntimeError
+        For inconsistent shapes or out-of-range indices, with torch's
+        messages (``"indices must be sparse_dim x nnz, but got: ..."``,
+        ``"found negative index -1 for dim 0"``, ...).
+
+    Attributes
+    ----------
+    indices : ndarray
+        int64 ``(sparse_dim, nnz)``, read-only.
+    values : ndarray
+        ``(nnz, *shape[sparse_dim:])``.
+    shape : tuple of int
+        The dense shape (``shape``, ``dtype`` and ``ndim`` are those of the
+        dense array the gradient stands for).
+    nnz : int
+        Number of stored entries, duplicates counted.
+    sparse_dim, dense_dim : int
+        Numbers of sparse and dense dimensions (``ndim = sparse_dim +
+        dense_dim``).
+
+    Notes
+    -----
+    A 2-D ``scipy.sparse`` array or matrix is accepted wherever a
+    ``SparseGrad`` is (``w.grad = csr``); it is converted with
+    :meth:`from_scipy` at step time.  scipy is optional and only imported
+    when such an object is met.
+
+    ``opt.zero_grad(set_to_none=False)`` empties a sparse gradient (``nnz``
+    becomes 0), as torch's ``zero_()`` does.
+
+    Examples
+    --------
+    >>> import numpy as np, nbopt
+    >>> from nbopt.parameter import SparseGrad
+    >>> g = SparseGrad([[2, 0, 2]], np.array([[1., 1.], [2., 2.], [3., 3.]]), (4, 2))
+    >>> g.nnz, g.sparse_dim, g.dense_dim
+    (3, 1, 1)
+    >>> c = g.coalesce()
+    >>> c.indices
+    array([[0, 2]])
+    >>> c.values
+    array([[2., 2.],
+           [4., 4.]])
+    >>> g.to_dense()
+    array([[2., 2.],
+           [0., 0.],
+           [4., 4.],
+           [0., 0.]])
+    """
+
+    __slots__ = ("_indices", "_values", "_shape", "_coalesced")
+
+    #: like ``torch.Tensor.is_sparse``
+    is_sparse = True
+
+    def __init__(self, indices, values, shape=None):
+        idx = np.asarray(indices)
+        if idx.dtype.kind not in "iu" and not (idx.size == 0 and idx.dtype.kind in "fiu"):
+            raise TypeError(f"indices must be an integer array, got dtype {idx.dtype}")
+        if idx.ndim != 2:
+            raise RuntimeError(f"indices must be sparse_dim x nnz, but got: {list(idx.shape)}")
+        vals = np.asarray(values)
+        if vals.dtype.kind not in "fc":
+            raise TypeError(
+                f"values must be a floating point or complex array, got dtype {vals.dtype}")
+        sparse_dim, nnz = idx.shape
+        if vals.ndim == 0:
+            raise RuntimeError(f"values has incorrect size, expected [{nnz}, ...], got []")
+        if vals.shape[0] != nnz:
+            raise RuntimeError("indices and values must have same nnz, but got nnz from "
+                               f"indices: {nnz}, nnz from values: {vals.shape[0]}")
+        if shape is None:
+            sizes = idx.max(axis=1) + 1 if nnz else np.zeros(sparse_dim, np.int64)
+            shape = tuple(int(s) for s in sizes) + vals.shape[1:]
+        else:
+            try:
+                shape = tuple(operator.index(s) for s in shape)
+            except TypeError:
+                raise TypeError(f"shape must be a sequence of integers, got {shape!r}") from None
+        if any(s < 0 for s in shape):
+            raise ValueError(f"shape must not contain negative sizes, got {shape}")
+        dense_dim = vals.ndim - 1
+        if len(shape) != sparse_dim + dense_dim:
+            raise RuntimeError(
+                "'len(size) == sparse_dim + dense_dim' is not satisfied: "
+                f"len(size) = {len(shape)}, sparse_dim = {sparse_dim}, dense_dim = {dense_dim}")
+        if vals.shape[1:] != shape[sparse_dim:]:
+            raise RuntimeError(f"values has incorrect size, expected "
+                               f"{[nnz, *shape[sparse_dim:]]}, got {list(vals.shape)}")
+        if nnz:
+            low, high = idx.min(axis=1), idx.max(axis=1)
+            for d in range(sparse_dim):
+                if low[d] < 0:
+                    raise RuntimeError(f"found negative index {low[d]} for dim {d}")
+                if high[d] >= shape[d]:
+                    raise RuntimeError(f"size is inconsistent with indices: for dim {d}, "
+                                       f"size is {shape[d]} but found index {high[d]}")
+        idx = np.array(idx, dtype=np.int64, order="C")
+        idx.flags.writeable = False     # validated once: keep it valid
+        self._indices = idx
+        self._values = np.ascontiguousarray(vals)
+        self._shape = shape
+        self._coalesced = False
+
+    @classmethod
+    def _trusted(cls, indices, values, shape, coalesced):
+        """A SparseGrad from arrays that are already valid (no checks)."""
+        self = object.__new__(cls)
+        indices.flags.writeable = False
+        self._indices = indices
+        self._values = values
+        self._shape = shape
+        self._coalesced = coalesced
+        return self
+
+    @classmethod
+    def from_scipy(cls, matrix) -> "SparseGrad":
+        """The gradient held by a 2-D ``scipy.sparse`` array or matrix (any
+        format; duplicates are kept, and summed by :meth:`coalesce`)."""
+        sp = _scipy_sparse()
+        if not sp.issparse(matrix):
+            raise TypeError(f"expected a scipy.sparse array or matrix, got {type(matrix).__name__}")
+        if len(matrix.shape) != 2:
+            raise ValueError("only 2-D scipy.sparse arrays and matrices can be sparse "
+                             f"gradients, got shape {matrix.shape}")
+        coo = matrix.tocoo()
+        indices = np.stack([np.asarray(coo.row), np.asarray(coo.col)]).astype(np.int64)
+        return cls(indices.reshape(2, -1), np.asarray(coo.data), tuple(coo.shape))
+
+    # -- attributes ---------------------------------------------------------------
+    @property
+    def indices(self) -> np.ndarray:
+        """int64 ``(sparse_dim, nnz)``, read-only."""
+        return self._indices
+
+    @property
+    def values(self) -> np.ndarray:
+        """``(nnz, *shape[sparse_dim:])``."""
+        return self._values
+
+    @property
+    def shape(self) -> tuple:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._values.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries (duplicates counted)."""
+        return self._indices.shape[1]
+
+    @property
+    def sparse_dim(self) -> int:
+        return self._indices.shape[0]
+
+    @property
+    def dense_dim(self) -> int:
+        return self._values.ndim - 1
+
+    def is_coalesced(self) -> bool:
+        """Whether this gradient came from :meth:`coalesce` (torch's flag)."""
+        return self._coalesced
+
+    # -- operations ---------------------------------------------------------------
+    def coalesce(self) -> "SparseGrad":
+        """Sorted unique indices with the values of duplicates summed.
+
+        The result is torch's ``coalesce()`` bit for bit: entries are
+        ordered by their row-major position, and duplicates are added left to
+        right in the order torch's CPU sort leaves them.  Returns ``self``
+        when it is already coalesced.
+        """
+        if self._coalesced:
+            return self
+        from .kernels._sparse import coalesce
+
+        indices, values = coalesce(self._indices, self._values, self._shape)
+        return SparseGrad._trusted(indices, values, self._shape, True)
+
+    def to_dense(self) -> np.ndarray:
+        """The dense array (C order) this gradient stands for."""
+        out = np.zeros(self._shape, self.dtype)
+        c = self.coalesce()
+        if c.nnz:
+            from .kernels._sparse import flatten_indices
+
+            rows = int(np.prod(self._shape[:self.sparse_dim], dtype=np.int64))
+            # 0 + v, as torch's zeros().add_(sparse): -0.0 entries become +0.0
+            out.reshape(rows, -1)[flatten_indices(c.indices, self._shape)] = \
+                c.values.reshape(c.nnz, -1) + 0
+        return out
+
+    def __neg__(self) -> "SparseGrad":
+        return SparseGrad._trusted(self._indices, -self._values, self._shape, self._coalesced)
+
+    def fill(self, value) -> None:
+        """``fill(0)`` empties the gradient (``nnz = 0``), as torch's ``zero_()``
+        on a sparse tensor; other values are refused."""
+        if value != 0:
+            raise ValueError("a sparse gradient can only be filled with zeros")
+        self.zero_()
+
+    def zero_(self) -> "SparseGrad":
+        """Remove every entry (torch's ``zero_()``)."""
+        indices = np.zeros((self.sparse_dim, 0), np.int64)
+        indices.flags.writeable = False
+        self._indices = indices
+        self._values = np.zeros((0,) + self._values.shape[1:], self.dtype)
+        self._coalesced = True
+        return self
+
+    def __repr__(self) -> str:
+        return (f"SparseGrad(indices={np.array2string(self._indices, separator=', ')}, "
+                f"values={np.array2string(self._values, separator=', ')}, "
+                f"shape={self._shape}, nnz={self.nnz}, dtype={self.dtype})")
+
+
+def _scipy_sparse():
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is installed wherever one is met
+        raise ImportError("converting a scipy.sparse gradient needs scipy: pip install scipy") \
+            from None
+    return sp
+
+
+def _is_scipy_sparse(g) -> bool:
+    # scipy is optional: an object can only be a scipy.sparse one if scipy is loaded
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(g)
+
+
+def is_sparse_grad(g) -> bool:
+    """Whether ``g`` is a sparse gradient (a SparseGrad or a scipy.sparse object)."""
+    return isinstance(g, SparseGrad) or _is_scipy_sparse(g)
+
+
+def as_sparse_grad(g) -> SparseGrad:
+    """``g`` as a SparseGrad (scipy.sparse objects are converted)."""
+    if isinstance(g, SparseGrad):
+        return g
+    return SparseGrad.from_scipy(g)

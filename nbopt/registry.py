@@ -31,7 +31,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["StateSpec", "ScalarStateSpec", "AlgorithmSpec", "REGISTRY", "register", "get"]
+__all__ = ["StateSpec", "ScalarStateSpec", "AlgorithmSpec", "REGISTRY", "register", "get",
+           "DENSIFY"]
+
+#: What an :attr:`AlgorithmSpec.sparse` handler returns to have a sparse
+#: gradient densified and stepped by the element-wise kernel.
+DENSIFY = "densify"
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,20 @@ class AlgorithmSpec:
         state; the engine stores ``new`` rounded to float32.
     extra : mapping
         Algorithm-specific facts for tools (benchmarks, docs).
+    sparse : callable or None
+        How the algorithm takes a sparse gradient (:class:`nbopt.SparseGrad`).
+        None: it does not, and a step with one raises torch's
+        ``RuntimeError("<Name> does not support sparse gradients")``.
+        Otherwise ``sparse(group, param)`` is called while the step is
+        validated: it raises torch's error for options that exclude sparse
+        gradients (weight decay, fused, ...), or returns either :data:`DENSIFY` (step
+        the densified gradient with the element-wise kernel) or
+        ``update(param, state, grad, group, t)``, which applies the step to
+        the rows present in ``grad`` (a validated :class:`nbopt.SparseGrad`,
+        not coalesced: torch coalesces or not depending on the algorithm, and
+        that decides the rounding); ``state`` maps each
+        allocated state name to the parameter's view (shaped and laid out
+        like ``param``), ``t`` is the step count after this step's increment.
     """
 
     name: str
@@ -131,6 +150,7 @@ class AlgorithmSpec:
     advance: Callable[[Mapping, float, tuple], Sequence[float]] | None = None
     n_scalars: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    sparse: Callable[[Mapping, Any], Any] | None = None
 
     @property
     def state_names(self) -> tuple[str, ...]:

@@ -11,15 +11,33 @@ with ``clr = lr / (1 + (t - 1) * lr_decay)`` computed on the host in float64
 at the parameter's own step count ``t``, as torch does.  The ``sum`` state
 starts at ``initial_accumulator_value`` taken from the optimizer's defaults
 (torch ignores a per-group value), and torch creates it in the constructor.
+
+Sparse gradients (torch's ``_single_tensor_adagrad`` sparse branch), on the
+rows present in the coalesced gradient only, per element::
+
+    g = -grad if maximize else grad
+    s = s + g * g                       state_sum.add_(sparse(g.pow(2)))
+    q = g / (sqrt(s) + eps)             grad_values / std_values
+    p = p + (-clr) * q                  param.add_(sparse(q), alpha=-clr)
+
+where the last line is one fused multiply-add (torch's ``cpublas::axpy``),
+except for a single entry without dense dimensions, which torch's scalar
+scatter loop rounds twice (:func:`nbopt.kernels._sparse.add_is_fused`).
+``step`` advances for every parameter with a gradient, even an empty one.
 """
 from __future__ import annotations
 
+import cmath
 import math
 
+import numpy as np
 from numba import carray, njit, prange
 
+from .. import config
 from ..registry import AlgorithmSpec, StateSpec, register
 from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+from ..parameter import SparseGrad
+from ._sparse import add_is_fused, memory_view, row_layout
 
 
 def adagrad_update(p, g, s, wd, neg_clr, eps, maximize, wd_on):
@@ -71,6 +89,104 @@ def _initial_sum(group, defaults):
     return defaults["initial_accumulator_value"]
 
 
+# -- sparse gradients -----------------------------------------------------------
+
+def adagrad_sparse_update(p, g, s, neg_clr, eps, maximize, fused):
+    """One element of torch's sparse-gradient Adagrad; returns ``(p, s)``."""
+    if maximize:
+        g = -g
+    s = s + g * g
+    q = g / (math.sqrt(s) + eps)
+    if fused:
+        p = fma(neg_clr, q, p)
+    else:
+        p = p + neg_clr * q
+    return p, s
+
+
+_adagrad_sparse_element = njit(error_model="numpy")(adagrad_sparse_update)
+
+
+def adagrad_sparse_update_complex(p, g, s, neg_clr, eps, maximize):
+    """The same in complex arithmetic (torch does not take the real view on
+    its sparse path): ``s += g * g``, ``p += -clr * g / (sqrt(s) + eps)``."""
+    if maximize:
+        g = -g
+    s = s + g * g
+    q = g / (cmath.sqrt(s) + eps)
+    p = p + neg_clr * q
+    return p, s
+
+
+_adagrad_sparse_element_complex = njit(error_model="numpy")(adagrad_sparse_update_complex)
+
+
+def adagrad_rows_complex(param, state_sum, row_off, col_off, values, neg_clr, eps,
+                         contiguous, maximize):
+    width = values.shape[1]
+    for k in prange(values.shape[0]):
+        base = row_off[k]
+        for j in range(width):
+            a = base + j if contiguous else base + col_off[j]
+            param[a], state_sum[a] = _adagrad_sparse_element_complex(
+                param[a], values[k, j], state_sum[a], neg_clr, eps, maximize)
+
+
+adagrad_rows_complex_cpu = cpu_kernels(adagrad_rows_complex)
+
+
+def adagrad_rows(param, state_sum, row_off, col_off, values, neg_clr, eps, contiguous,
+                 maximize, fused):
+    width = values.shape[1]
+    for k in prange(values.shape[0]):
+        base = row_off[k]
+        if contiguous:
+            for j in range(width):
+                a = base + j
+                param[a], state_sum[a] = _adagrad_sparse_element(
+                    param[a], values[k, j], state_sum[a], neg_clr, eps, maximize, fused)
+        else:
+            for j in range(width):
+                a = base + col_off[j]
+                param[a], state_sum[a] = _adagrad_sparse_element(
+                    param[a], values[k, j], state_sum[a], neg_clr, eps, maximize, fused)
+
+
+adagrad_rows_cpu = cpu_kernels(adagrad_rows)
+
+
+def adagrad_sparse(group, param):
+    """``AlgorithmSpec.sparse``: torch's checks, then the row update."""
+    if group.get("fused"):
+        raise RuntimeError("`fused` does not support sparse grad or complex param")
+    if group["weight_decay"] != 0:
+        raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+    return _adagrad_sparse_step
+
+
+def _adagrad_sparse_step(param, state, grad, group, t):
+    grad = grad.coalesce()
+    if grad.nnz == 0:
+        return
+    _, neg_clr, eps = adagrad_scalars(group, t, False, (), ())
+    # torch rebuilds the update as a new (unflagged) sparse tensor before the add
+    fused = add_is_fused(param, SparseGrad._trusted(grad.indices, grad.values, grad.shape,
+                                                    False))
+    row_off, col_off, contiguous = row_layout(param, grad.indices)
+    values = np.ascontiguousarray(grad.values).reshape(grad.nnz, -1)
+    serial = values.size < config.PARALLEL_THRESHOLD
+    if param.dtype.kind == "c":
+        real = param.real.dtype.type
+        kernel = adagrad_rows_complex_cpu[0] if serial else adagrad_rows_complex_cpu[1]
+        kernel(memory_view(param), memory_view(state["sum"]), row_off, col_off, values,
+               real(neg_clr), real(eps), contiguous, bool(group["maximize"]))
+        return
+    kernel = adagrad_rows_cpu[0] if serial else adagrad_rows_cpu[1]
+    dtype = param.dtype.type
+    kernel(memory_view(param), memory_view(state["sum"]), row_off, col_off, values,
+           dtype(neg_clr), dtype(eps), contiguous, bool(group["maximize"]), fused)
+
+
 SPEC = register(AlgorithmSpec(
     name="adagrad",
     state=(StateSpec("sum", init=_initial_sum),),
@@ -79,4 +195,5 @@ SPEC = register(AlgorithmSpec(
     flags=adagrad_flags,
     cpu=adagrad_cpu,
     n_scalars=3,
+    sparse=adagrad_sparse,
 ))

@@ -16,6 +16,7 @@ from numba import carray, njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
 from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+from ._sparse import sgd_sparse
 
 
 def sgd_update(p, g, buf, wd, momentum, one_minus_dampening, neg_lr, first,
@@ -88,4 +89,5 @@ SPEC = register(AlgorithmSpec(
     flags=sgd_flags,
     cpu=sgd_cpu,
     n_scalars=5,
+    sparse=sgd_sparse,
 ))

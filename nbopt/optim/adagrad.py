@@ -28,6 +28,21 @@ class Adagrad(ElementwiseOptimizer):
     state at their first step, from ``defaults["initial_accumulator_value"]``:
     a per-group ``initial_accumulator_value`` is never used (torch's behaviour).
 
+    Sparse gradients (:class:`nbopt.parameter.SparseGrad`, or 2-D
+    ``scipy.sparse`` objects) are taken as torch takes them: the gradient is
+    coalesced (repeated indices summed in torch's order) and only the entries
+    :math:`I` present are updated,
+
+    .. math::
+
+        s_I \leftarrow s_I + g_I^2, \qquad
+        \theta_I \leftarrow \theta_I - \tilde\gamma_t\,\frac{g_I}{\sqrt{s_I} + \epsilon},
+
+    while ``step`` advances for every parameter with a gradient, even an empty
+    one.  A sparse gradient with ``weight_decay != 0`` or ``fused=True`` raises
+    torch's ``RuntimeError`` before anything changes.  Complex parameters are
+    stepped in complex arithmetic there, as torch does.
+
     Parameters
     ----------
     params : iterable
@@ -69,6 +84,19 @@ class Adagrad(ElementwiseOptimizer):
     ...     opt.step()
     >>> np.round(w, 4)
     array([ 0.7805, -1.7758], dtype=float32)
+
+    A sparse gradient updates only the rows it names:
+
+    >>> from nbopt.parameter import SparseGrad
+    >>> emb = nbopt.Parameter(np.zeros((4, 2)))
+    >>> opt = nbopt.Adagrad([emb], lr=0.1)
+    >>> emb.grad = SparseGrad([[2, 0, 2]], np.ones((3, 2)), emb.shape)
+    >>> opt.step()
+    >>> emb
+    Parameter([[-0.1, -0.1],
+               [ 0. ,  0. ],
+               [-0.1, -0.1],
+               [ 0. ,  0. ]], dtype=float64)
 
     References
     ----------
