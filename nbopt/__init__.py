@@ -3,14 +3,15 @@
 The public names mirror ``torch.optim``: ``nbopt.Optimizer`` and the
 algorithms (``nbopt.SGD``, ``nbopt.Adam``, ``nbopt.AdamW``, ``nbopt.Adagrad``,
 ``nbopt.Adadelta``, ``nbopt.Adamax``, ``nbopt.ASGD``, ``nbopt.NAdam``,
-``nbopt.RAdam``, ``nbopt.RMSprop``, ``nbopt.Rprop``), plus ``nbopt.Parameter`` (``nn.Parameter``),
+``nbopt.RAdam``, ``nbopt.RMSprop``, ``nbopt.Rprop``, ``nbopt.SparseAdam``,
+``nbopt.LBFGS``), ``nbopt.lr_scheduler``, ``nbopt.swa_utils``, plus ``nbopt.Parameter`` (``nn.Parameter``),
 ``nbopt.ParameterArena`` and ``nbopt.save`` / ``nbopt.load``.  Importing the
 package compiles nothing: kernels are compiled (or loaded from Numba's disk
 cache) the first time an algorithm steps.
 """
 from .checkpoint import load, save
-from .optim import (ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop,
-                    Rprop, SparseAdam)
+from .optim import (ASGD, LBFGS, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam,
+                    RMSprop, Rprop, SparseAdam)
 from .optimizer import Optimizer
 from . import lr_scheduler  # noqa: E402  (needs Optimizer; as torch.optim.lr_scheduler)
 from . import nn, swa_utils  # noqa: E402
@@ -20,4 +21,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Parameter", "ParameterArena", "SparseGrad", "Optimizer", "SGD", "Adam", "AdamW",
            "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop",
-           "SparseAdam", "lr_scheduler", "nn", "swa_utils", "save", "load"]
+           "SparseAdam", "LBFGS", "lr_scheduler", "nn", "swa_utils", "save", "load"]

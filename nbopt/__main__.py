@@ -1,22 +1,29 @@
 """``python -m nbopt <command>``: command-line entry points.
 
-Commands: ``bench`` (step time vs torch and the bandwidth floor) and
-``schedule`` (print or plot a learning-rate schedule).
+Commands: ``bench`` (step time vs torch and the bandwidth floor),
+``bench-lbfgs`` (LBFGS per-iteration overhead vs torch),
+``schedule`` (print or plot a learning-rate schedule) and ``demo`` (train a
+small network with an optimizer and scheduler, optionally with SWA).
 """
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"bench": "nbopt.bench", "schedule": "nbopt.schedule_cli"}
+COMMANDS = {"bench": "nbopt.bench", "bench-lbfgs": "nbopt.bench_lbfgs",
+            "schedule": "nbopt.schedule_cli", "demo": "nbopt.demo"}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: python -m nbopt {bench,schedule} [options]\n\n"
+        print("usage: python -m nbopt {bench,bench-lbfgs,schedule,demo} [options]\n\n"
               "  bench      optimizer step time next to torch's and the memory-bandwidth floor\n"
+              "  bench-lbfgs  LBFGS per-iteration overhead next to torch's (1M elements)\n"
               "  schedule   print (or --plot) the learning rates of an lr_scheduler, e.g.\n"
-              "             python -m nbopt schedule OneCycleLR --max_lr 0.1 --total_steps 100")
+              "             python -m nbopt schedule OneCycleLR --max_lr 0.1 --total_steps 100\n"
+              "  demo       train an MLP with BatchNorm on generated data, e.g.\n"
+              "             python -m nbopt demo --optimizer Adam --scheduler onecycle\n"
+              "             python -m nbopt demo --swa   (torch's SWA recipe)")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     import importlib
 

@@ -19,7 +19,8 @@ take part).
 
 Contents: :class:`AveragedModel`, :func:`update_bn`,
 :func:`get_ema_multi_avg_fn`, :func:`get_swa_multi_avg_fn`,
-:func:`get_ema_avg_fn`, :func:`get_swa_avg_fn`.
+:func:`get_ema_avg_fn`, :func:`get_swa_avg_fn`, and :class:`SWALR`, the
+learning-rate schedule that anneals to a constant SWA learning rate.
 
 The default SWA average and the two ``*_multi_avg_fn`` functions update all
 arrays of one dtype with one compiled kernel call
@@ -47,18 +48,31 @@ Examples
 from __future__ import annotations
 
 import itertools
+import math
 from copy import deepcopy
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .kernels.averaging import DTYPES as _KERNEL_DTYPES
-from .kernels.averaging import average_
+from .lr_scheduler import LRScheduler, _format_param, _warn_get_lr_called_within_step
 from .nn import Module, _BatchNorm, _check_device, _torch_dtype_name
+
+# The dtypes nbopt.kernels.averaging compiles for (a test checks they agree).
+# That module imports Numba, so it is loaded at the first average: `import
+# nbopt` stays light.
+_KERNEL_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64,
+                                                  np.complex128))
+
+
+def average_(kind: str, avg_list, cur_list, value: float, cache: dict | None = None) -> None:
+    from .kernels.averaging import average_ as kernel_average
+
+    kernel_average(kind, avg_list, cur_list, value, cache)
 
 __all__ = [
     "AveragedModel",
     "update_bn",
+    "SWALR",
     "get_ema_multi_avg_fn",
     "get_swa_multi_avg_fn",
     "get_ema_avg_fn",
@@ -698,6 +712,179 @@ def _is_batchnorm(module) -> bool:
 
 
 # ----------------------------------------------------------------------------
-# SWALR (the SWA learning-rate schedule) goes here; it is built on the
-# scheduler base of nbopt.lr_scheduler and is added together with it.
-# ----------------------------------------------------------------------------
+# SWALR: the SWA learning-rate schedule, on the scheduler base of
+# nbopt.lr_scheduler.
+
+def _snapshot_groups(optimizer) -> list:
+    """The groups' entries (arrays copied), to undo a failed construction."""
+    return [{k: (v.copy() if isinstance(v, np.ndarray) else v)
+             for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+
+def _restore_groups(optimizer, saved: list) -> None:
+    for group, before in zip(optimizer.param_groups, saved):
+        for key in [k for k in group if k != "params" and k not in before]:
+            del group[key]
+        for key, value in before.items():
+            current = group.get(key)
+            if isinstance(current, np.ndarray) and isinstance(value, np.ndarray) \
+                    and current.shape == value.shape:
+                current[...] = value     # the optimizer keeps its own array object
+            else:
+                group[key] = value
+
+
+class SWALR(LRScheduler):
+    r"""Anneal the learning rate of every param group to a fixed value,
+    ``swa_lr``, and keep it there: the schedule of Stochastic Weight Averaging,
+    as ``torch.optim.swa_utils.SWALR``.
+
+    With :math:`A` = ``anneal_epochs``, :math:`\eta_0` the group's lr when the
+    scheduler is created and :math:`f` the annealing function, the lr after
+    :math:`k` calls of :meth:`step` is
+
+    .. math::
+        \eta_k = \alpha_k\,\eta_{\text{swa}} + (1 - \alpha_k)\,\eta_0,
+        \qquad \alpha_k = f\!\left(\min(1, k / \max(1, A))\right),
+
+    with :math:`f(t) = (1 - \cos \pi t) / 2` (``"cos"``) or :math:`f(t) = t`
+    (``"linear"``): :math:`\eta_0` at creation, :math:`\eta_{\text{swa}}` from
+    step :math:`A` on.  With :math:`A = 0` the lr is :math:`\eta_{\text{swa}}`
+    already after construction.
+
+    Like torch, each step works from the *current* lr: it reconstructs
+    :math:`\eta_0 = (\eta - \alpha_{k-1}\eta_{\text{swa}}) / (1 - \alpha_{k-1})`
+    (or :math:`\eta_{\text{swa}}` once :math:`\alpha_{k-1} = 1`), then applies
+    :math:`\alpha_k`.  A lr changed by another scheduler before SWALR's first
+    step is therefore where the annealing starts: create SWALR at the start of
+    training, let the main scheduler run, then step SWALR instead.  The
+    counter is the number of steps this scheduler object has taken
+    (``_step_count``), not ``last_epoch``, so a scheduler made with
+    ``last_epoch >= 0`` anneals again from the current lr, and
+    ``step(epoch)`` does not jump (both as torch).
+
+    Parameters
+    ----------
+    optimizer : nbopt.Optimizer
+        Wrapped optimizer.
+    swa_lr : float or list of float
+        The final learning rate, for all groups or one per group; stored in
+        each group as ``group["swa_lr"]``.
+    anneal_epochs : int, default 10
+        Number of steps of the annealing phase (0: jump to ``swa_lr``).
+    anneal_strategy : {"cos", "linear"}, default "cos"
+        The annealing function :math:`f`.
+    last_epoch : int, default -1
+        Index of the last epoch (``-1``: a fresh schedule; otherwise every
+        group needs ``initial_lr``).
+
+    Raises
+    ------
+    ValueError
+        ``swa_lr`` a list whose length is not the number of groups,
+        ``anneal_strategy`` not ``"cos"`` or ``"linear"``, ``anneal_epochs``
+        not an int >= 0 (torch's messages, in torch's order).
+    KeyError
+        ``last_epoch >= 0`` and a group without ``initial_lr``.
+
+    Notes
+    -----
+    Every check comes before the groups are written (torch writes
+    ``swa_lr`` first and may then fail).  ``state_dict()`` holds every
+    attribute except the optimizer and ``anneal_func``;
+    ``load_state_dict`` restores ``anneal_func`` from the saved strategy.
+    A 1-element array lr is updated in place, as torch fills a Tensor lr.
+
+    References
+    ----------
+    P. Izmailov, D. Podoprikhin, T. Garipov, D. Vetrov and A. G. Wilson,
+    "Averaging Weights Leads to Wider Optima and Better Generalization",
+    UAI 2018, https://arxiv.org/abs/1803.05407.
+
+    Examples
+    --------
+    >>> import numpy as np, nbopt
+    >>> from nbopt.swa_utils import SWALR
+    >>> opt = nbopt.SGD([nbopt.Parameter(np.zeros(1))], lr=0.1)
+    >>> sched = SWALR(opt, swa_lr=0.05, anneal_epochs=3)
+    >>> lrs = []
+    >>> for _ in range(5):
+    ...     lrs.append(round(sched.get_last_lr()[0], 5))
+    ...     opt.step()
+    ...     sched.step()
+    >>> lrs
+    [0.1, 0.0875, 0.0625, 0.05, 0.05]
+    >>> opt.param_groups[0]["swa_lr"]
+    0.05
+    >>> SWALR(opt, swa_lr=0.01, anneal_epochs=0).get_last_lr()   # no annealing
+    [0.01]
+    """
+
+    def __init__(self, optimizer, swa_lr, anneal_epochs=10, anneal_strategy: str = "cos",
+                 last_epoch=-1) -> None:
+        swa_lrs = _format_param("swa_lr", optimizer, swa_lr)
+        if anneal_strategy not in ["cos", "linear"]:
+            raise ValueError("anneal_strategy must be one of 'cos' or 'linear', "
+                             f"instead got {anneal_strategy}")
+        if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
+            raise ValueError(f"anneal_epochs must be equal or greater than 0, got {anneal_epochs}")
+        saved = _snapshot_groups(optimizer)
+        for value, group in zip(swa_lrs, optimizer.param_groups, strict=True):
+            group["swa_lr"] = value
+        # attribute order as torch's, so state_dict() lists the same keys in order
+        self._set_anneal_func(anneal_strategy)
+        self.anneal_epochs = anneal_epochs
+        try:
+            super().__init__(optimizer, last_epoch)
+        except BaseException:
+            _restore_groups(optimizer, saved)
+            raise
+
+    @staticmethod
+    def _linear_anneal(t):
+        return t
+
+    @staticmethod
+    def _cosine_anneal(t):
+        return (1 - math.cos(math.pi * t)) / 2
+
+    @staticmethod
+    def _get_initial_lr(lr, swa_lr, alpha):
+        if alpha == 1:
+            return swa_lr
+        return (lr - alpha * swa_lr) / (1 - alpha)
+
+    def get_lr(self) -> list:
+        """The next learning rates: one annealing step from the current ones."""
+        _warn_get_lr_called_within_step(self)
+        # 0 during the initial step, then 1, 2, ...: the object's own step count
+        step = self._step_count - 1
+        if self.anneal_epochs == 0:
+            step = max(1, step)
+        prev_t = max(0, min(1, (step - 1) / max(1, self.anneal_epochs)))
+        prev_alpha = self.anneal_func(prev_t)
+        prev_lrs = [self._get_initial_lr(group["lr"], group["swa_lr"], prev_alpha)
+                    for group in self.optimizer.param_groups]
+        t = max(0, min(1, step / max(1, self.anneal_epochs)))
+        alpha = self.anneal_func(t)
+        return [group["swa_lr"] * alpha + lr * (1 - alpha)
+                for group, lr in zip(self.optimizer.param_groups, prev_lrs, strict=True)]
+
+    def _set_anneal_func(self, anneal_strategy: str) -> None:
+        self._anneal_strategy = anneal_strategy
+        if anneal_strategy == "cos":
+            self.anneal_func = self._cosine_anneal
+        else:
+            self.anneal_func = self._linear_anneal
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state: every attribute but ``optimizer`` and
+        ``anneal_func`` (plain data, storable with :func:`nbopt.save`)."""
+        return {key: value for key, value in self.__dict__.items()
+                if key not in ("optimizer", "anneal_func")}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state from :meth:`state_dict`; ``anneal_func`` follows the
+        loaded strategy."""
+        self.__dict__.update(state_dict)
+        self._set_anneal_func(self._anneal_strategy)

@@ -105,3 +105,14 @@ def test_arena_step_is_one_segment():
     arena.grad[...] = 1.0
     opt.step()
     np.testing.assert_array_equal(arena.data, np.full(arena.data.size, 0.5, np.float32))
+
+
+def test_import_nbopt_compiles_and_loads_no_numba():
+    """Kernels load at an algorithm's first step; `import nbopt` stays light."""
+    import subprocess
+    import sys
+
+    code = "import sys, nbopt, nbopt.nn, nbopt.swa_utils, nbopt.lr_scheduler; " \
+           "print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -698,3 +698,10 @@ def test_float16_goes_through_float32_like_torch(kind):
             tmodel.p.copy_(torch.from_numpy(s))
         taveraged.update_parameters(tmodel)
     np.testing.assert_array_equal(got, taveraged.module.p.detach().numpy())
+
+
+def test_kernel_dtypes_agree_with_the_kernels_module():
+    from nbopt import swa_utils
+    from nbopt.kernels import averaging
+
+    assert swa_utils._KERNEL_DTYPES == averaging.DTYPES

@@ -8,6 +8,7 @@ from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
 from .asgd import ASGD
+from .lbfgs import LBFGS
 from .nadam import NAdam
 from .radam import RAdam
 from .rmsprop import RMSprop
@@ -16,4 +17,4 @@ from .sgd import SGD
 from .sparse_adam import SparseAdam
 
 __all__ = ["SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam",
-           "RMSprop", "Rprop", "SparseAdam"]
+           "RMSprop", "Rprop", "SparseAdam", "LBFGS"]

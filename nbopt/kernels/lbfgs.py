@@ -1,0 +1,353 @@
+r"""L-BFGS: the flat-vector passes of torch's ``LBFGS.step``, compiled.
+
+LBFGS is not element-wise: every iteration is a chain of whole-vector
+operations whose scalars (dot products, maxima) decide what happens next.
+It does not fit :class:`nbopt.registry.AlgorithmSpec` (a per-element kernel
+over flat per-parameter state) and has no registry entry; its API class
+(:class:`nbopt.optim.lbfgs.LBFGS`) calls the kernels below directly.
+
+What is compiled here, with torch's rounding of each element operation:
+
+* ``lbfgs_gather``: copy every gradient into one flat vector through a
+  pointer table (a missing gradient is zeros), fused with ``max|g|``,
+  ``sum|g|`` and ``g . v``;
+* ``lbfgs_add``: ``p = p + t d`` into every parameter through the pointer
+  table (``fma(t, d, p)``, as torch's ``add_(d, alpha=t)``), fused with
+  ``max|d t|``; the same table copies parameters out and back in for the
+  line search;
+* ``lbfgs_memory``: ``y = g - g_prev``, ``s = d t``, ``g_prev = g`` and the
+  dot products ``y . s`` and ``y . y`` in one pass;
+* ``lbfgs_pass``: one update of the two-loop recursion (``q = -g``,
+  ``q = q - a_i y_i``, ``r = q H``, ``r = r + (a_i - b_i) s_i``) fused with
+  the dot product the next update needs, so each update streams the vectors
+  once (torch: an ``add_``, then a ``dot`` that reads the result again);
+* ``lbfgs_stats``: ``max|x|`` and ``sum|x|`` of a flat vector.
+
+Dot products and sums are accumulated per block of ``BLOCK`` elements in
+``LANES`` partial sums of the vector dtype (element ``k`` of the block goes to
+lane ``k % LANES``); the lanes are added in order in float64, and so are the
+blocks.  The blocking is fixed, so results do not depend on the number of
+threads, on serial vs parallel dispatch, or on the config knobs: a resumed run
+repeats an uninterrupted one bit for bit.  The summation order is not torch's
+(BLAS), so float64 results agree to rounding (~1e-16 relative per product),
+not bit for bit.  Maxima propagate NaN, as torch's ``max`` does.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import carray, njit, prange, types
+from numba.extending import overload
+from numba.np.numpy_support import as_dtype
+
+from .. import config
+from ._common import addr_to_ptr, cpu_kernels, fma
+
+__all__ = ["BLOCK", "lbfgs_gather_cpu", "lbfgs_add_cpu", "lbfgs_copy_cpu", "lbfgs_memory_cpu",
+           "lbfgs_pass_cpu", "lbfgs_stats_cpu", "table_chunks", "pick", "MODE_NEG",
+           "MODE_AXPY", "MODE_AXPY_SCALE", "MODE_NEG_SCALE"]
+
+# Elements per reduction block (and per unit of parallel work).
+BLOCK = 1 << 14
+
+# lbfgs_pass modes
+MODE_NEG = 0          # x = -u
+MODE_AXPY = 1         # x = x + a u
+MODE_AXPY_SCALE = 2   # x = (x + a u) h
+MODE_NEG_SCALE = 3    # x = (-u) h
+
+
+def zero_of(x):
+    """A zero of ``x``'s dtype (a bare ``0.0`` would turn float32 sums into float64)."""
+    return 0.0
+
+
+@overload(zero_of, target="cpu", inline="always")
+def _zero_of_cpu(x):
+    if isinstance(x, types.Array) and isinstance(x.dtype, types.Float):
+        zero = as_dtype(x.dtype).type(0)
+
+        def impl(x):
+            return zero
+        return impl
+
+
+_JIT = dict(error_model="numpy", nogil=True)
+
+# Reductions keep LANES independent partial results (a small array in L1):
+# without fastmath, LLVM vectorises an element-wise loop into such an array
+# but never a loop-carried scalar sum (measured: 2-3x faster).
+LANES = 256
+
+
+@njit(**_JIT)
+def _lane_sum(acc):
+    s = 0.0
+    for i in range(acc.size):
+        s += acc[i]
+    return s
+
+
+@njit(**_JIT)
+def _nanmax(values):
+    """The maximum, NaN if any value is NaN (torch's ``max``)."""
+    mx = values[0]
+    for i in range(1, values.size):
+        v = values[i]
+        mx = v if (v > mx or v != v) else mx
+    return mx
+
+
+# Every pass below walks its block in pieces of LANES elements; piece element
+# i adds into lane i of the block's accumulators.  The update and the
+# reductions share one loop so that each vector is streamed once.
+
+def lbfgs_gather(table, chunks, out, v, stats):
+    """Copy the gradients of the pointer table into ``out``.
+
+    ``table`` rows are ``(address, offset, size)``; address 0 is a missing
+    gradient (zeros).  With ``stats`` also returns ``max|out|``, ``sum|out|``
+    and, when ``v`` is not empty, ``out . v``; otherwise zeros.
+    """
+    nc = chunks.shape[0]
+    part = np.zeros((nc, 3))
+    has_v = v.size != 0
+    for c in prange(nc):
+        r = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        addr, off, size = table[r, 0], table[r, 1], table[r, 2]
+        acc_max = np.zeros(LANES, out.dtype)
+        acc_sum = np.zeros(LANES, out.dtype)
+        acc_dot = np.zeros(LANES, out.dtype)
+        for c0 in range(lo, hi, LANES):
+            c1 = min(c0 + LANES, hi)
+            dst = out[off + c0:off + c1]
+            if addr == 0:
+                dst[:] = zero_of(out)
+            else:
+                src = carray(addr_to_ptr(addr, out), size)[c0:c1]
+                for i in range(c1 - c0):
+                    dst[i] = src[i]
+            if stats:
+                for i in range(c1 - c0):
+                    a = abs(dst[i])
+                    m = acc_max[i]
+                    acc_max[i] = a if (a > m or a != a) else m
+                    acc_sum[i] += a
+                if has_v:
+                    vs = v[off + c0:off + c1]
+                    for i in range(c1 - c0):
+                        acc_dot[i] += dst[i] * vs[i]
+        if stats:
+            part[c, 0] = _nanmax(acc_max)
+            part[c, 1] = _lane_sum(acc_sum)
+            part[c, 2] = _lane_sum(acc_dot)
+    if nc == 0 or not stats:
+        return 0.0, 0.0, 0.0
+    total_sum = 0.0
+    total_dot = 0.0
+    for c in range(nc):
+        total_sum += part[c, 1]
+        total_dot += part[c, 2]
+    return _nanmax(part[:, 0]), total_sum, total_dot
+
+
+lbfgs_gather_cpu = cpu_kernels(lbfgs_gather)
+
+
+def lbfgs_add(table, chunks, t, d):
+    """``p = p + t d`` for every parameter of the pointer table (torch's
+    ``p.add_(d, alpha=t)``: one fused multiply-add); returns ``max|d t|``."""
+    nc = chunks.shape[0]
+    part = np.zeros(nc)
+    for c in prange(nc):
+        r = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        addr, off, size = table[r, 0], table[r, 1], table[r, 2]
+        acc_max = np.zeros(LANES, d.dtype)
+        for c0 in range(lo, hi, LANES):
+            c1 = min(c0 + LANES, hi)
+            p = carray(addr_to_ptr(addr, d), size)[c0:c1]
+            ds = d[off + c0:off + c1]
+            for i in range(c1 - c0):
+                p[i] = fma(t, ds[i], p[i])
+                a = abs(ds[i] * t)
+                m = acc_max[i]
+                acc_max[i] = a if (a > m or a != a) else m
+        part[c] = _nanmax(acc_max)
+    if nc == 0:
+        return 0.0
+    return _nanmax(part)
+
+
+lbfgs_add_cpu = cpu_kernels(lbfgs_add)
+
+
+def lbfgs_copy(table, chunks, flat, to_params):
+    """Copy the parameters of the pointer table into ``flat`` or, with
+    ``to_params``, ``flat`` back into the parameters."""
+    for c in prange(chunks.shape[0]):
+        r = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        addr, off, size = table[r, 0], table[r, 1], table[r, 2]
+        p = carray(addr_to_ptr(addr, flat), size)[lo:hi]
+        f = flat[off + lo:off + hi]
+        if to_params:
+            for i in range(hi - lo):
+                p[i] = f[i]
+        else:
+            for i in range(hi - lo):
+                f[i] = p[i]
+
+
+lbfgs_copy_cpu = cpu_kernels(lbfgs_copy)
+
+
+def lbfgs_memory(g, prev, d, t, y, s):
+    """``y = g - prev``, ``s = d t``, then ``prev = g``; returns ``(y . s, y . y)``."""
+    n = g.size
+    nb = (n + BLOCK - 1) // BLOCK
+    part = np.zeros((nb, 2))
+    for b in prange(nb):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        acc_ys = np.zeros(LANES, g.dtype)
+        acc_yy = np.zeros(LANES, g.dtype)
+        for c0 in range(lo, hi, LANES):
+            c1 = min(c0 + LANES, hi)
+            gs, ps, dsb = g[c0:c1], prev[c0:c1], d[c0:c1]
+            ys, ss = y[c0:c1], s[c0:c1]
+            for i in range(c1 - c0):
+                yi = gs[i] - ps[i]
+                si = dsb[i] * t
+                ys[i] = yi
+                ss[i] = si
+                ps[i] = gs[i]
+                acc_ys[i] += yi * si
+                acc_yy[i] += yi * yi
+        part[b, 0] = _lane_sum(acc_ys)
+        part[b, 1] = _lane_sum(acc_yy)
+    ys_total = 0.0
+    yy_total = 0.0
+    for b in range(nb):
+        ys_total += part[b, 0]
+        yy_total += part[b, 1]
+    return ys_total, yy_total
+
+
+lbfgs_memory_cpu = cpu_kernels(lbfgs_memory)
+
+
+def lbfgs_pass(x, u, a, h, v, mode):
+    """One update of the two-loop recursion, then ``v . x`` (0 when ``v`` is empty).
+
+    ``mode``: ``MODE_NEG`` ``x = -u``; ``MODE_AXPY`` ``x = x + a u``;
+    ``MODE_AXPY_SCALE`` ``x = (x + a u) h``; ``MODE_NEG_SCALE`` ``x = (-u) h``.
+    ``x + a u`` is one fused multiply-add, as torch's ``add_(u, alpha=a)``.
+    """
+    n = x.size
+    nb = (n + BLOCK - 1) // BLOCK
+    part = np.zeros(nb)
+    has_v = v.size != 0
+    for b in prange(nb):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        acc = np.zeros(LANES, x.dtype)
+        for c0 in range(lo, hi, LANES):
+            c1 = min(c0 + LANES, hi)
+            xs, us = x[c0:c1], u[c0:c1]
+            # one loop per (mode, dot): a branch inside the loop would stop
+            # LLVM from vectorising it
+            if has_v:
+                vs = v[c0:c1]
+                if mode == 0:
+                    for i in range(c1 - c0):
+                        r = -us[i]
+                        xs[i] = r
+                        acc[i] += vs[i] * r
+                elif mode == 1:
+                    for i in range(c1 - c0):
+                        r = fma(a, us[i], xs[i])
+                        xs[i] = r
+                        acc[i] += vs[i] * r
+                elif mode == 2:
+                    for i in range(c1 - c0):
+                        r = fma(a, us[i], xs[i]) * h
+                        xs[i] = r
+                        acc[i] += vs[i] * r
+                else:
+                    for i in range(c1 - c0):
+                        r = -us[i] * h
+                        xs[i] = r
+                        acc[i] += vs[i] * r
+            else:
+                if mode == 0:
+                    for i in range(c1 - c0):
+                        xs[i] = -us[i]
+                elif mode == 1:
+                    for i in range(c1 - c0):
+                        xs[i] = fma(a, us[i], xs[i])
+                elif mode == 2:
+                    for i in range(c1 - c0):
+                        xs[i] = fma(a, us[i], xs[i]) * h
+                else:
+                    for i in range(c1 - c0):
+                        xs[i] = -us[i] * h
+        part[b] = _lane_sum(acc)
+    total = 0.0
+    for b in range(nb):
+        total += part[b]
+    return total
+
+
+lbfgs_pass_cpu = cpu_kernels(lbfgs_pass)
+
+
+def lbfgs_stats(x):
+    """``(max|x|, sum|x|)`` of a flat vector."""
+    n = x.size
+    nb = (n + BLOCK - 1) // BLOCK
+    part = np.zeros((nb, 2))
+    for b in prange(nb):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        acc_max = np.zeros(LANES, x.dtype)
+        acc_sum = np.zeros(LANES, x.dtype)
+        for c0 in range(lo, hi, LANES):
+            xs = x[c0:min(c0 + LANES, hi)]
+            for i in range(xs.size):
+                a = abs(xs[i])
+                m = acc_max[i]
+                acc_max[i] = a if (a > m or a != a) else m
+                acc_sum[i] += a
+        part[b, 0] = _nanmax(acc_max)
+        part[b, 1] = _lane_sum(acc_sum)
+    if nb == 0:
+        return 0.0, 0.0
+    total = 0.0
+    for b in range(nb):
+        total += part[b, 1]
+    return _nanmax(part[:, 0]), total
+
+
+lbfgs_stats_cpu = cpu_kernels(lbfgs_stats)
+
+
+def table_chunks(sizes: np.ndarray) -> np.ndarray:
+    """Split each pointer-table row into pieces of at most ``BLOCK`` elements:
+    int64 ``(n_chunk, 3)`` rows ``(row, first, last)``; empty rows get none."""
+    sizes = np.asarray(sizes, np.int64)
+    per_row = -(-sizes // BLOCK)
+    row = np.repeat(np.arange(len(sizes), dtype=np.int64), per_row)
+    first = np.cumsum(per_row) - per_row
+    k = np.arange(len(row), dtype=np.int64) - np.repeat(first, per_row)
+    out = np.empty((len(row), 3), np.int64)
+    out[:, 0] = row
+    out[:, 1] = k * BLOCK
+    out[:, 2] = np.minimum((k + 1) * BLOCK, sizes[row])
+    return out
+
+
+def pick(kernels, n: int):
+    """The serial kernel below ``config.PARALLEL_THRESHOLD`` elements, else the
+    parallel one (both give the same bits: the blocking is the same)."""
+    return kernels[0] if n < config.PARALLEL_THRESHOLD else kernels[1]
