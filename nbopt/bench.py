@@ -82,18 +82,30 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _interleaved_medians(fns: dict, repeat: int, budget: float = 3.0) -> dict:
-    """Median time of each callable, measured in interleaved rounds (one call
-    of each per round) so that drifts of the machine hit all of them alike."""
-    for fn in fns.values():
-        fn()
+    """Median time per call of each callable, measured in interleaved rounds so
+    that drifts of the machine hit all of them alike.
+
+    In each round every callable runs one untimed call, then a timed block of
+    calls lasting about 2 ms: the untimed call absorbs the switch from the
+    previous callable (torch's OpenMP threads keep spinning for a while after
+    its steps and would otherwise be charged to the next one).
+    """
+    blocks = {}
+    for name, fn in fns.items():
         fn()  # compile / first-touch outside the measurement
+        t = time.perf_counter()
+        fn()
+        blocks[name] = int(min(200, max(1, 2e-3 // max(time.perf_counter() - t, 1e-7))))
     times = {name: [] for name in fns}
     start = time.perf_counter()
     for _ in range(repeat):
         for name, fn in fns.items():
-            t = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
+            k = blocks[name]
+            t = time.perf_counter()
+            for _ in range(k):
+                fn()
+            times[name].append((time.perf_counter() - t) / k)
         if time.perf_counter() - start > budget and len(times[name]) >= 5:
             break
     return {name: float(np.median(ts)) for name, ts in times.items()}
