@@ -10,6 +10,7 @@ package compiles nothing: kernels are compiled (or loaded from Numba's disk
 cache) the first time an algorithm steps.
 """
 from .checkpoint import load, save
+from .config import get_num_threads, set_num_threads
 from .optim import (ASGD, LBFGS, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam,
                     RMSprop, Rprop, SparseAdam)
 from .optimizer import Optimizer
@@ -21,4 +22,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Parameter", "ParameterArena", "SparseGrad", "Optimizer", "SGD", "Adam", "AdamW",
            "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop",
-           "SparseAdam", "LBFGS", "lr_scheduler", "nn", "swa_utils", "save", "load"]
+           "SparseAdam", "LBFGS", "lr_scheduler", "nn", "swa_utils", "save", "load",
+           "set_num_threads", "get_num_threads"]

@@ -35,3 +35,40 @@ def _env_int(name: str, default: int) -> int:
 PARALLEL_THRESHOLD: int = _env_int("NBOPT_PARALLEL_THRESHOLD", 1 << 17)
 CHUNK_SIZE: int = max(1, _env_int("NBOPT_CHUNK_SIZE", 1 << 15))
 CACHE: bool = _env_int("NBOPT_CACHE", 1) != 0
+
+
+def set_num_threads(n: int) -> None:
+    """Threads the parallel kernels use (at most ``NUMBA_NUM_THREADS``, which
+    defaults to the number of cores); Numba's thread pool is shared, so this is
+    ``numba.set_num_threads``."""
+    import numba
+
+    numba.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """Threads the parallel kernels use now."""
+    import numba
+
+    return numba.get_num_threads()
+
+
+_serial_only: bool | None = None
+
+
+def parallel_allowed() -> bool:
+    """False once Numba turns out to run the ``workqueue`` threading layer: it
+    costs 45-70 us per launch and is not thread-safe, so serial kernels win."""
+    return not _serial_only
+
+
+def note_threading_layer() -> None:
+    """Called after the first parallel launch, when Numba has chosen its layer."""
+    global _serial_only
+    if _serial_only is None:
+        import numba
+
+        try:
+            _serial_only = numba.threading_layer() == "workqueue"
+        except ValueError:  # no parallel kernel has run yet
+            pass

@@ -344,6 +344,8 @@ class StepWork:
                 seg = np.ascontiguousarray(segments[:, :4])
                 kernel, chunks = _launch_shape(spec, seg)
                 kernel(seg, chunks, scalars, *arrays, *flags)
+                if kernel is spec.cpu[1]:
+                    config.note_threading_layer()
             for i in slots[is_sparse[slots]] if updates else ():
                 update, grad = updates[int(i)]
                 update(fg.params[i], fg.state_views(int(i)), grad, group, float(fg.steps[i]))
@@ -366,8 +368,9 @@ def _advance(fg: FlatGroup, group, t: float, old, slots) -> tuple:
 
 
 def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray):
-    """The kernel (serial below the threshold) and its chunk table."""
-    if int(seg[:, 3].sum()) < config.PARALLEL_THRESHOLD:
+    """The kernel (serial below the threshold, or under Numba's workqueue
+    threading layer) and its chunk table."""
+    if int(seg[:, 3].sum()) < config.PARALLEL_THRESHOLD or not config.parallel_allowed():
         chunks = np.zeros((len(seg), 3), np.int64)
         chunks[:, 0] = np.arange(len(seg))
         chunks[:, 2] = seg[:, 3]

@@ -1,0 +1,68 @@
+"""The bench command's plumbing (its timings are reported, never asserted)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import nbopt
+from nbopt import bench, config
+
+
+def test_workloads_parse():
+    assert bench.parse_workload("10M") == (1, 10_000_000, False, None)
+    assert bench.parse_workload("1000x1k@arena") == (1000, 1000, True, None)
+    assert bench.parse_workload("10M@f64") == (1, 10_000_000, False, "float64")
+    with pytest.raises(Exception, match="bad workload tag"):
+        bench.parse_workload("10M@gpu")
+
+
+def test_targets_are_the_issue_targets():
+    assert bench.target("Adam", 1, 10_000_000, False, "float32") == ("floor", 1.15)
+    assert bench.target("Adam", 100, 100_000, False, "float32") == ("floor", 1.2)
+    assert bench.target("Adam", 1000, 1000, True, "float32") == ("floor", 2.0)
+    assert bench.target("Adam", 1000, 1000, False, "float32") == ("floor", 4.0)
+    assert bench.target("Adam", 1, 1000, False, "float32") == ("us", 10.0)
+    assert bench.torch_target("Adagrad") == 1.0 and bench.torch_target("NAdam") == 3.0
+
+
+def test_bench_runs_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    assert bench.main(["--algorithms", "SGD,Adam", "--sizes", "2x1k@arena,1k@f64",
+                       "--repeat", "2", "--no-torch", "--skip-startup",
+                       "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["algorithm"], r["workload"], r["dtype"]) for r in rows] == [
+        ("SGD", "2x1000@arena", "float32"), ("SGD", "1x1000", "float64"),
+        ("Adam", "2x1000@arena", "float32"), ("Adam", "1x1000", "float64")]
+    for r in rows:
+        assert r["nbopt_s"] > 0 and r["floor_s"] > 0 and isinstance(r["target_met"], bool)
+    assert "nbopt/floor" in capsys.readouterr().out
+
+
+def test_thread_count_is_settable():
+    n = nbopt.get_num_threads()
+    nbopt.set_num_threads(1)
+    try:
+        assert nbopt.get_num_threads() == 1
+        w = nbopt.Parameter(np.zeros(10))
+        w.grad = np.ones(10)
+        nbopt.SGD([w], lr=1.0).step()
+        np.testing.assert_array_equal(w, -np.ones(10))
+    finally:
+        nbopt.set_num_threads(n)
+
+
+def test_workqueue_layer_falls_back_to_serial_kernels(monkeypatch):
+    monkeypatch.setattr(config, "PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr(config, "_serial_only", True)      # as if Numba chose workqueue
+    from nbopt.engine import _launch_shape
+    from nbopt.registry import get
+
+    spec = get("sgd")
+    kernel, _ = _launch_shape(spec, np.array([[0, 0, 0, 10]], np.int64))
+    assert kernel is spec.cpu[0]
+    monkeypatch.setattr(config, "_serial_only", False)
+    kernel, _ = _launch_shape(spec, np.array([[0, 0, 0, 10]], np.int64))
+    assert kernel is spec.cpu[1]
