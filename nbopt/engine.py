@@ -21,6 +21,7 @@ densified gradient to go through the kernel like a dense one).
 """
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from typing import Mapping
 
@@ -80,6 +81,9 @@ class ParamState(dict):
                 owner._steady = None  # step counts may no longer be equal
             return
         dict.__setitem__(self, key, value)
+
+
+_GRAD = operator.attrgetter("grad")
 
 
 def _address(a: np.ndarray) -> int:
@@ -221,7 +225,7 @@ class FlatGroup:
     # -- step --------------------------------------------------------------------
     def prepare(self, group: Mapping, defaults: Mapping, state: defaultdict) -> "StepWork | None":
         """Validate this step's gradients and return its work, changing nothing."""
-        grads = [p.grad for p in self.params]
+        grads = list(map(_GRAD, self.params))
         steady = self._steady
         if steady is not None and steady.matches(self, grads, group):
             return steady
@@ -387,18 +391,21 @@ class _Steady:
     """
 
     __slots__ = ("fg", "group", "seg", "chunks", "kernel", "arrays", "scalars", "present",
-                 "knobs")
+                 "knobs", "grad_ids")
 
     def __init__(self, fg, group, seg, chunks, kernel, arrays):
         self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
+        # ids of the gradients this plan was made for; fg._grads holds the
+        # arrays themselves, so an id cannot be reused while it is cached
+        self.grad_ids = list(map(id, fg._grads))
         self.kernel, self.arrays = kernel, arrays
         self.scalars = np.empty((len(seg), fg.spec.n_scalars), fg.dtype)
         self.present = {s.name: bool(fg.present[s.name].all()) for s in fg.spec.state}
         self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE)
 
     def matches(self, fg, grads, group) -> bool:
-        cached = fg._grads
-        if any(g is not c for g, c in zip(grads, cached)):
+        # one C-level comparison instead of a Python loop over the parameters
+        if list(map(id, grads)) != self.grad_ids:
             return False
         if self.group is not group or self.knobs != (config.PARALLEL_THRESHOLD,
                                                      config.CHUNK_SIZE):
