@@ -1,34 +1,50 @@
-"""One optimizer step, per algorithm, dtype and parameter size.
+"""One optimizer step of every element-wise algorithm, over the workloads of
+``python -m nbopt bench`` (``nbopt/bench.py``).
 
-``ALGORITHMS`` is the list of benchmarked ``(class name, options)`` pairs;
-adding an algorithm to nbopt adds one entry here.
+``ALGORITHMS`` is the list of benchmarked ``(class name, options)`` pairs,
+with the options ``nbopt/bench.py`` uses; adding an algorithm to nbopt adds
+one entry here.  ``WORKLOADS`` names the parameter layouts.
 """
 import numpy as np
 
 import nbopt
 
-# (nbopt class name, constructor options besides lr)
+# (nbopt class name, constructor options), as in nbopt/bench.py
 ALGORITHMS = [
-    ("SGD", {"momentum": 0.9}),
-    ("Adam", {}),
-    ("AdamW", {}),
-    ("Adagrad", {}),
-    ("Adadelta", {}),
-    ("Adamax", {}),
-    ("ASGD", {}),
-    ("NAdam", {}),
-    ("RAdam", {}),
-    ("RMSprop", {}),
-    ("Rprop", {}),
+    ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+    ("Adam", {"lr": 1e-3}),
+    ("AdamW", {"lr": 1e-3}),
+    ("Adagrad", {"lr": 1e-2}),
+    ("Adadelta", {"lr": 1.0}),
+    ("Adamax", {"lr": 2e-3}),
+    ("ASGD", {"lr": 1e-2}),
+    ("NAdam", {"lr": 2e-3}),
+    ("RAdam", {"lr": 1e-3}),
+    ("RMSprop", {"lr": 1e-2}),
+    ("Rprop", {"lr": 1e-2}),
 ]
 
-DTYPES = ["float32", "float64"]
-SIZES = [1_000, 1_000_000]
-LR = 1e-3
+# workload -> (number of arrays, elements per array, dtype, in an arena?); the
+# labels are those of `python -m nbopt bench --sizes` (COUNTxN: COUNT separate
+# arrays of N elements, @arena: in one ParameterArena, @f64: float64)
+WORKLOADS = {
+    # one big array: the memory-bandwidth-bound case, parallel kernel
+    "10M": (1, 10_000_000, "float32", False),
+    # a mid-sized model: 100 separate arrays, parallel kernel over a pointer table
+    "100x100k": (100, 100_000, "float32", False),
+    # many small arrays packed in one buffer: one kernel call over the buffer
+    "1000x1k@arena": (1000, 1_000, "float32", True),
+    # the same as separate Parameters: pointer table, per-parameter overhead
+    "1000x1k": (1000, 1_000, "float32", False),
+    # one tiny array: the fixed per-step (Python + dispatch) overhead
+    "1k": (1, 1_000, "float32", False),
+    # the float64 kernels on the bandwidth-bound case
+    "10M@f64": (1, 10_000_000, "float64", False),
+}
 
 
 def _label(name, options):
-    """``"SGD(momentum=0.9)"``: a unique, readable asv parameter value."""
+    """``"SGD(lr=0.001, momentum=0.9)"``: a unique, readable asv parameter value."""
     return f"{name}({', '.join(f'{k}={v!r}' for k, v in sorted(options.items()))})"
 
 
@@ -37,27 +53,62 @@ if len(_BY_LABEL) != len(ALGORITHMS):
     raise ValueError("ALGORITHMS has duplicate (name, options) entries")
 
 
+def make_params(workload, seed=0):
+    """The parameters of ``workload``, each with a gradient, and the arena
+    holding them (``None`` for separate Parameters)."""
+    count, each, dtype, in_arena = WORKLOADS[workload]
+    rng = np.random.default_rng(seed)
+    values = [rng.standard_normal(each, dtype=dtype) for _ in range(count)]
+    grads = [rng.standard_normal(each, dtype=dtype) for _ in range(count)]
+    if in_arena:
+        arena = nbopt.ParameterArena(values, dtype=dtype)
+        # in place, as a training loop fills them: the arena's fast path needs
+        # every .grad to stay its view of the arena's gradient buffer
+        for view, g in zip(arena.grad_views, grads):
+            view[...] = g
+        return arena.params, arena
+    params = [nbopt.Parameter(v) for v in values]
+    for p, g in zip(params, grads):
+        p.grad = g
+    return params, None
+
+
+# The last workload built in this process, reused by the next setup with the
+# same parameters (see Step.setup).
+_LAST = {}
+
+
 class Step:
-    """``opt.step()`` on one parameter of ``size`` elements with a gradient."""
+    """``opt.step()`` of one element-wise algorithm on one workload.
 
-    params = [list(_BY_LABEL), DTYPES, SIZES]
-    param_names = ["algorithm", "dtype", "size"]
+    Every sample is one step, right after ``setup``: asv re-runs ``setup``
+    before each sample when a benchmark has one.  ``setup`` therefore builds
+    the workload and its optimizer once per process and only steps it twice on
+    the later calls, so that every timed step is a steady-state step (warm
+    caches, warm state) rather than the third step of a freshly built
+    optimizer over freshly written arrays (1.7x slower at 1000x1k when
+    measured).
+    """
 
-    def setup(self, algorithm, dtype, size):
-        name, options = _BY_LABEL[algorithm]
-        rng = np.random.default_rng(0)
-        self.param = nbopt.Parameter(rng.standard_normal(size).astype(dtype))
-        self.param.grad = rng.standard_normal(size).astype(dtype)
-        self.opt = getattr(nbopt, name)([self.param], lr=LR, **options)
-        # Warm up: the first step compiles (or loads from Numba's cache) the
-        # kernels and creates the state, the second runs the steady-state path.
+    params = [list(_BY_LABEL), list(WORKLOADS)]
+    param_names = ["algorithm", "workload"]
+    timeout = 120
+
+    def setup(self, algorithm, workload):
+        key = (algorithm, workload)
+        if key not in _LAST:
+            # one workload alive at a time (10M float64 Adam: 0.4 GB)
+            _LAST.clear()
+            self.parameters = self.arena = self.opt = None
+            name, options = _BY_LABEL[algorithm]
+            parameters, arena = make_params(workload)
+            _LAST[key] = parameters, arena, getattr(nbopt, name)(parameters, **options)
+        self.parameters, self.arena, self.opt = _LAST[key]
+        # Warm up: the first step ever compiles (or loads from Numba's cache)
+        # the kernels and creates the state; then the steady-state path runs
+        # and brings the arrays back into the caches.
         self.opt.step()
         self.opt.step()
 
-    def time_step(self, algorithm, dtype, size):
+    def time_step(self, algorithm, workload):
         self.opt.step()
-
-
-def timeraw_import_nbopt():
-    """Cold ``import nbopt`` in a fresh interpreter (it must compile nothing)."""
-    return "import nbopt"
