@@ -28,7 +28,7 @@ from typing import Mapping
 import numpy as np
 
 from . import config
-from .parameter import as_sparse_grad, is_sparse_grad
+from .parameter import Parameter, as_sparse_grad, is_sparse_grad
 from .registry import DENSIFY, AlgorithmSpec
 
 __all__ = ["FlatGroup", "ParamState", "param_where", "sparse_rejection"]
@@ -225,10 +225,10 @@ class FlatGroup:
     # -- step --------------------------------------------------------------------
     def prepare(self, group: Mapping, defaults: Mapping, state: defaultdict) -> "StepWork | None":
         """Validate this step's gradients and return its work, changing nothing."""
-        grads = list(map(_GRAD, self.params))
         steady = self._steady
-        if steady is not None and steady.matches(self, grads, group):
+        if steady is not None and steady.matches(self, group):
             return steady
+        grads = list(map(_GRAD, self.params))
         mask = np.fromiter((g is not None for g in grads), bool, len(grads))
         if not mask.any():
             return None
@@ -391,22 +391,26 @@ class _Steady:
     """
 
     __slots__ = ("fg", "group", "seg", "chunks", "kernel", "arrays", "scalars", "present",
-                 "knobs", "grad_ids")
+                 "knobs", "grad_ids", "epoch")
 
     def __init__(self, fg, group, seg, chunks, kernel, arrays):
         self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
         # ids of the gradients this plan was made for; fg._grads holds the
         # arrays themselves, so an id cannot be reused while it is cached
         self.grad_ids = list(map(id, fg._grads))
+        self.epoch = Parameter._grad_epoch
         self.kernel, self.arrays = kernel, arrays
         self.scalars = np.empty((len(seg), fg.spec.n_scalars), fg.dtype)
         self.present = {s.name: bool(fg.present[s.name].all()) for s in fg.spec.state}
         self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE)
 
-    def matches(self, fg, grads, group) -> bool:
-        # one C-level comparison instead of a Python loop over the parameters
-        if list(map(id, grads)) != self.grad_ids:
-            return False
+    def matches(self, fg, group) -> bool:
+        epoch = Parameter._grad_epoch
+        if epoch != self.epoch:
+            # some .grad was assigned: compare ids in one C-level comparison
+            if list(map(id, map(_GRAD, fg.params))) != self.grad_ids:
+                return False
+            self.epoch = epoch
         if self.group is not group or self.knobs != (config.PARALLEL_THRESHOLD,
                                                      config.CHUNK_SIZE):
             return False

@@ -116,3 +116,23 @@ def test_import_nbopt_compiles_and_loads_no_numba():
            "print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_steady_path_sees_a_grad_reassigned_on_any_parameter():
+    """The cached plan is trusted while no .grad is assigned anywhere; one
+    assignment (here to the last of many arena parameters) must be seen."""
+    arena = nbopt.ParameterArena([np.zeros(4) for _ in range(50)], dtype=np.float64)
+    opt = nbopt.SGD(arena.params, lr=1.0)
+    arena.grad[...] = 1.0
+    opt.step()
+    opt.step()                                   # steady path from here on
+    assert opt._flat[0][1][0]._steady is not None
+    last = arena.params[-1]
+    last.grad = np.full(4, 10.0)                 # a new array, outside the arena
+    opt.step()
+    np.testing.assert_array_equal(last, np.full(4, -12.0))
+    np.testing.assert_array_equal(arena.params[0], np.full(4, -3.0))
+    last.grad = None                             # and None skips it
+    opt.step()
+    np.testing.assert_array_equal(last, np.full(4, -12.0))
+    np.testing.assert_array_equal(arena.params[0], np.full(4, -4.0))
