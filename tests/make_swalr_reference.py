@@ -28,7 +28,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scheduler_cases import normalize  # noqa: E402
+import scheduler_cases  # noqa: E402
+from scheduler_cases import added_keys, normalize  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "swalr_reference.npz")
 ARRAYS = ("lr", "last_lr", "last_epoch")
@@ -136,51 +137,23 @@ ERROR_CASES = [
 
 
 # -- the two libraries --------------------------------------------------------------------
-class Lib:
+class Lib(scheduler_cases.Lib):
+    """The scheduler driver's torch/nbopt handle, plus swa_utils."""
+
     def __init__(self, name: str):
-        self.name = name
+        super().__init__(name)
         if name == "torch":
-            import torch
             import torch.optim.swa_utils
 
-            self.torch = torch
-            self.optim = torch.optim
-            self.sched = torch.optim.lr_scheduler
             self.swa = torch.optim.swa_utils
         else:
-            import nbopt
-            import nbopt.lr_scheduler
             import nbopt.swa_utils
 
-            self.optim = nbopt
-            self.sched = nbopt.lr_scheduler
             self.swa = nbopt.swa_utils
-
-    def param(self):
-        if self.name == "torch":
-            return self.torch.nn.Parameter(self.torch.zeros(2, dtype=self.torch.float64))
-        return self.optim.Parameter(np.zeros(2))
-
-    def lr(self, value: float, tensor: bool):
-        if not tensor:
-            return value
-        return self.torch.tensor(value) if self.name == "torch" else np.array(value, np.float32)
-
-    def optimizer(self, kind: str, lrs, tensor_lr: bool):
-        groups = [{"params": [self.param()], "lr": self.lr(lr, tensor_lr)} for lr in lrs]
-        if kind == "SGD":
-            return self.optim.SGD(groups, lr=lrs[0], momentum=0.9)
-        if kind == "Adam":
-            return self.optim.Adam(groups, lr=lrs[0])
-        raise KeyError(kind)
 
 
 def _group_value(value):
     return float(np.asarray(value.detach().numpy() if hasattr(value, "detach") else value))
-
-
-def _added(opt, before):
-    return [[k for k in g if k not in before[i]] for i, g in enumerate(opt.param_groups)]
 
 
 def run_case(case: SWACase, lib_name: str, roundtrip=None) -> dict:
@@ -202,7 +175,7 @@ def run_case(case: SWACase, lib_name: str, roundtrip=None) -> dict:
         if case.cosine_until is not None:
             cosine = lib.sched.CosineAnnealingLR(opt, T_max=case.steps)
         sched = lib.swa.SWALR(opt, **case.kwargs())
-        added = _added(opt, before)
+        added = added_keys(opt, before)
         swa_lrs = [_group_value(g["swa_lr"]) for g in opt.param_groups]
 
         def record(i):
