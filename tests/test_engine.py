@@ -37,7 +37,7 @@ def _run(cls, kwargs, dtype, *, persistent_grads, steps=12, lr_schedule=False, s
 @pytest.mark.parametrize("cls,kwargs", ALGOS, ids=[a[0] for a in ALGOS])
 def test_steady_state_step_matches_the_general_path(cls, kwargs, dtype):
     fast, opt = _run(cls, kwargs, dtype, persistent_grads=True, lr_schedule=True)
-    assert opt._flat[0][1][0]._steady is not None, "steady path was never taken"
+    assert opt._flat[0][2][0]._steady is not None, "steady path was never taken"
     slow, _ = _run(cls, kwargs, dtype, persistent_grads=False, lr_schedule=True)
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
@@ -98,7 +98,7 @@ def test_arena_step_is_one_segment():
                                  dtype=np.float32)
     opt = nbopt.SGD(arena.params, lr=0.5)
     opt.step()
-    steady = opt._flat[0][1][0]._steady
+    steady = opt._flat[0][2][0]._steady
     assert steady is not None and steady.seg.shape[0] == 1
     assert steady.seg[0, 3] == arena.data.size
     np.testing.assert_array_equal(arena.data, np.ones(arena.data.size, np.float32))
@@ -126,7 +126,7 @@ def test_steady_path_sees_a_grad_reassigned_on_any_parameter():
     arena.grad[...] = 1.0
     opt.step()
     opt.step()                                   # steady path from here on
-    assert opt._flat[0][1][0]._steady is not None
+    assert opt._flat[0][2][0]._steady is not None
     last = arena.params[-1]
     last.grad = np.full(4, 10.0)                 # a new array, outside the arena
     opt.step()
@@ -136,3 +136,36 @@ def test_steady_path_sees_a_grad_reassigned_on_any_parameter():
     opt.step()
     np.testing.assert_array_equal(last, np.full(4, -12.0))
     np.testing.assert_array_equal(arena.params[0], np.full(4, -4.0))
+
+
+@pytest.mark.parametrize("size", [1, 4])
+@pytest.mark.parametrize("change", ["replace", "append", "remove", "new_list"])
+def test_steps_follow_in_place_changes_to_group_params(change, size):
+    """group["params"] may be edited between steps (torch reads it every step);
+    the cached plan must notice, including a size-1 parameter replaced by
+    another with the same value (equal by value, not the same object)."""
+    arena = nbopt.ParameterArena([np.zeros(size) for _ in range(3)], dtype=np.float64)
+    opt = nbopt.SGD(arena.params, lr=1.0)
+    arena.grad[...] = 1.0
+    opt.step()
+    opt.step()                                   # steady path from here on
+    params = opt.param_groups[0]["params"]
+    extra = nbopt.Parameter(np.full(size, -2.0))
+    extra.grad = np.full(size, 5.0)
+    if change == "replace":
+        params[1] = extra
+    elif change == "append":
+        params.append(extra)
+    elif change == "remove":
+        del params[2]        # list.remove would compare by value
+        extra = arena.params[2]
+    else:
+        opt.param_groups[0]["params"] = [arena.params[0], arena.params[1], extra]
+    opt.step()
+    np.testing.assert_array_equal(arena.params[0], np.full(size, -3.0))
+    if change == "remove":
+        np.testing.assert_array_equal(extra, np.full(size, -2.0))    # no longer stepped
+    else:
+        np.testing.assert_array_equal(extra, np.full(size, -7.0))
+    if change == "replace":
+        np.testing.assert_array_equal(arena.params[1], np.full(size, -2.0))  # left alone
