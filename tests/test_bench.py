@@ -66,3 +66,14 @@ def test_workqueue_layer_falls_back_to_serial_kernels(monkeypatch):
     monkeypatch.setattr(config, "_serial_only", False)
     kernel, _ = _launch_shape(spec, np.array([[0, 0, 0, 10]], np.int64))
     assert kernel is spec.cpu[1]
+
+
+def test_first_step_split_times_numba_start_up_then_the_step():
+    """The cached-first-step figure is split in one process: Numba's own
+    start-up first, then the step (which must still update the parameter)."""
+    code = bench._FIRST_STEP_SPLIT.format(name="SGD").replace(
+        "print(time.perf_counter() - t1, t2 - t1)",
+        "print(time.perf_counter() - t1, t2 - t1, float(w[0]))")
+    total, numba_part, w0 = map(float, bench._run_python(code).split())
+    assert 0 < numba_part < total
+    assert w0 == np.float32(-1e-3)
