@@ -77,3 +77,11 @@ def test_first_step_split_times_numba_start_up_then_the_step():
     total, numba_part, w0 = map(float, bench._run_python(code).split())
     assert 0 < numba_part < total
     assert w0 == np.float32(-1e-3)
+
+
+def test_torch_verdict_marks_targets_beyond_the_floor():
+    assert bench.torch_verdict("Adam", 1.02, 1.1) == "ok"
+    assert bench.torch_verdict("Adam", 0.98, 1.05) == "NO"       # 1.0x torch fused is reachable
+    assert bench.torch_verdict("NAdam", 3.5, 4.0) == "ok"
+    assert bench.torch_verdict("NAdam", 2.5, 4.0) == "NO"       # torch 4x the floor: 3x reachable
+    assert bench.torch_verdict("ASGD", 1.4, 1.6) == "NO*"       # torch at 1.6x the floor
