@@ -129,8 +129,12 @@ class FlatGroup:
         self.param_addr = np.array([_address(p) for p in params], np.int64)
         self.steps = np.zeros(n, np.float32)
         # per-parameter scalar state (ASGD eta/mu, NAdam mu_product): float32,
-        # as torch keeps it, whatever the parameter dtype
+        # as torch creates it whatever the parameter dtype; torch's
+        # load_state_dict casts it to a float64 parameter's dtype, and from
+        # then on that parameter's scalar state is float64 ("wide" slots)
         self.sstate = {s.name: np.zeros(n, np.float32) for s in spec.scalar_state}
+        self.sstate64: dict[str, np.ndarray] | None = None
+        self.wide = np.zeros(n, bool)
         self.initialized = np.zeros(n, bool)
         self.arrays: dict[str, np.ndarray | None] = {s.name: None for s in spec.state}
         self.present = {s.name: np.zeros(n, bool) for s in spec.state}
@@ -160,8 +164,23 @@ class FlatGroup:
         return flat.reshape(p.shape, order=order)
 
     def _scalar_view(self, name: str, i: int) -> np.ndarray:
-        arr = self.steps if name == "step" else self.sstate[name]
+        if name == "step":
+            arr = self.steps
+        else:
+            arr = self.scalar_arrays(bool(self.wide[i]))[name]
         return arr[i:i + 1].reshape(())
+
+    def scalar_arrays(self, wide: bool) -> dict:
+        """The scalar-state arrays of float32 (torch's own) or wide slots."""
+        if not wide:
+            return self.sstate
+        if self.sstate64 is None:
+            self.sstate64 = {name: np.zeros(len(self.params)) for name in self.sstate}
+        return self.sstate64
+
+    def scalar_values(self, i: int) -> tuple:
+        """Slot ``i``'s scalar state as Python floats."""
+        return tuple(float(arr[i]) for arr in self.scalar_arrays(bool(self.wide[i])).values())
 
     def _flat_keys(self) -> set:
         return set(self.arrays) | set(self.sstate) | {"step"}
@@ -175,8 +194,16 @@ class FlatGroup:
             if not old:
                 continue
             new = ParamState()
+            # loaded scalar state that is not float32 (cast to a float64
+            # parameter's dtype, as torch casts it) stays wide from now on
+            self.wide[i] = any(np.asarray(value).dtype != np.float32
+                               for key, value in old.items() if key in self.sstate)
             for key, value in old.items():
-                if (key == "step" and self.spec.has_step) or key in self.sstate:
+                if key in self.sstate:
+                    view = self._scalar_view(key, i)
+                    view[...] = np.asarray(value).reshape(())
+                    dict.__setitem__(new, key, view)
+                elif key == "step" and self.spec.has_step:
                     view = self._scalar_view(key, i)
                     view[...] = np.float32(np.asarray(value).reshape(()))
                     dict.__setitem__(new, key, view)
@@ -197,6 +224,7 @@ class FlatGroup:
         if self.spec.has_step:
             self.steps[i] = 0
             dict.__setitem__(new, "step", self._scalar_view("step", i))
+        self.wide[i] = False
         for s in self.spec.scalar_state:
             self.sstate[s.name][i] = s.initial_value(group, defaults)
             dict.__setitem__(new, s.name, self._scalar_view(s.name, i))
@@ -341,8 +369,8 @@ class StepWork:
             if len(dense):
                 segments, keys, slot_key = _segments(fg, dense, fresh)
                 rows = []
-                for k, (t, f, *old) in enumerate(keys):
-                    new = _advance(fg, group, t, old, dense[slot_key == k])
+                for k, (t, f, wide, *old) in enumerate(keys):
+                    new = _advance(fg, group, t, old, dense[slot_key == k], wide)
                     rows.append(spec.scalars(group, t, f, tuple(old), new))
                 scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(fg.dtype)
                 seg = np.ascontiguousarray(segments[:, :4])
@@ -359,16 +387,19 @@ class StepWork:
             fg._steady = _Steady(fg, group, seg, chunks, kernel, arrays)
 
 
-def _advance(fg: FlatGroup, group, t: float, old, slots) -> tuple:
-    """Update the scalar state of ``slots`` (which share the values ``old``);
-    stored as float32, as torch's 0-d float32 state tensors round them."""
+def _advance(fg: FlatGroup, group, t: float, old, slots, wide: bool) -> tuple:
+    """Update the scalar state of ``slots`` (which share the values ``old`` and
+    their width); stored in the dtype of torch's 0-d state tensors, which
+    rounds them: float32, or float64 for wide slots."""
     if not fg.sstate:
         return ()
-    new = tuple(fg.spec.advance(group, t, tuple(old)))
-    for arr, value in zip(fg.sstate.values(), new):
+    arrays = fg.scalar_arrays(wide)
+    dtype = np.float64 if wide else np.float32
+    new = tuple(fg.spec.advance(group, t, tuple(old), dtype))
+    for arr, value in zip(arrays.values(), new):
         arr[slots] = value
     first = 0 if isinstance(slots, slice) else slots[0]
-    return tuple(float(arr[first]) for arr in fg.sstate.values())
+    return tuple(float(arr[first]) for arr in arrays.values())
 
 
 def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray):
@@ -424,8 +455,8 @@ class _Steady:
         steps = fg.steps
         steps += np.float32(1)
         t = float(steps[0])
-        old = tuple(float(arr[0]) for arr in fg.sstate.values())
-        new = _advance(fg, group, t, old, slice(None)) if old else ()
+        old = fg.scalar_values(0)
+        new = _advance(fg, group, t, old, slice(None), bool(fg.wide[0])) if old else ()
         self.scalars[:] = fg.spec.scalars(group, t, False, old, new)
         self.kernel(self.seg, self.chunks, self.scalars, *self.arrays, *fg.spec.flags(group))
 
@@ -435,7 +466,7 @@ def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray):
     memory and share their scalar key (step count, fresh flag, scalar state).
 
     Returns int64 ``(n_seg, 5)`` (param addr, grad addr, state offset, length,
-    key index), the list of keys ``(t, fresh, *scalar_state)`` and the key
+    key index), the list of keys ``(t, fresh, wide, *scalar_state)`` and the key
     index of each slot.
     """
     pa = fg.param_addr[slots]
@@ -443,8 +474,14 @@ def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray):
     off = fg.offsets[slots]
     ln = fg.sizes[slots]
     nb = fg.nbytes[slots]
-    columns = [fg.steps[slots].astype(np.float64), fresh[slots].astype(np.float64)]
-    columns += [arr[slots].astype(np.float64) for arr in fg.sstate.values()]
+    wide = fg.wide[slots]
+    columns = [fg.steps[slots].astype(np.float64), fresh[slots].astype(np.float64),
+               wide.astype(np.float64)]
+    if fg.sstate64 is None:
+        columns += [arr[slots].astype(np.float64) for arr in fg.sstate.values()]
+    else:
+        columns += [np.where(wide, arr64[slots], arr[slots])
+                    for arr, arr64 in zip(fg.sstate.values(), fg.sstate64.values())]
     keys = np.stack(columns, axis=1)
     if (keys == keys[0]).all():
         slot_key = np.zeros(len(slots), np.int64)
@@ -464,7 +501,7 @@ def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray):
     seg[:, 2] = off[starts]
     seg[:, 3] = np.add.reduceat(ln, starts)
     seg[:, 4] = slot_key[starts]
-    key_list = [(float(u[0]), bool(u[1]), *(float(x) for x in u[2:])) for u in uniq]
+    key_list = [(float(u[0]), bool(u[1]), bool(u[2]), *(float(x) for x in u[3:])) for u in uniq]
     return seg, key_list, slot_key
 
 

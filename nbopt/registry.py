@@ -69,8 +69,8 @@ class StateSpec:
 
 @dataclass(frozen=True)
 class ScalarStateSpec:
-    """One per-parameter scalar state, kept as a float32 0-d array as torch
-    keeps it (ASGD's ``eta`` and ``mu``, NAdam's ``mu_product``).
+    """One per-parameter scalar state, a 0-d array of torch's dtype (ASGD's
+    ``eta`` and ``mu``, NAdam's ``mu_product``).
 
     Attributes
     ----------
@@ -117,10 +117,13 @@ class AlgorithmSpec:
     cuda : object or None
         The CUDA kernel, or None while the algorithm has none.
     scalar_state : sequence of ScalarStateSpec
-        Per-parameter float32 scalars, listed after ``step`` in the state.
+        Per-parameter scalars, listed after ``step`` in the state: float32
+        0-d arrays, as torch creates them; float64 once loaded into float64
+        parameters (torch's load_state_dict casts them to the parameter dtype).
     advance : callable or None
-        ``advance(group, t, old) -> new``: this step's update of the scalar
-        state; the engine stores ``new`` rounded to float32.
+        ``advance(group, t, old, dtype) -> new``: this step's update of the
+        scalar state, whose 0-d arrays have ``dtype`` (np.float32 or
+        np.float64); the engine stores ``new`` rounded to ``dtype``.
     extra : mapping
         Algorithm-specific facts for tools (benchmarks, docs).
     sparse : callable or None
@@ -147,7 +150,7 @@ class AlgorithmSpec:
     cpu: tuple[Any, Any]
     cuda: Any = None
     scalar_state: Sequence[ScalarStateSpec] = ()
-    advance: Callable[[Mapping, float, tuple], Sequence[float]] | None = None
+    advance: Callable[[Mapping, float, tuple, type], Sequence[float]] | None = None
     n_scalars: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
     sparse: Callable[[Mapping, Any], Any] | None = None

@@ -3,8 +3,9 @@
     python tests/make_reference.py
 
 Writes ``tests/data/torch_reference.npz``: for every case of ``cases.CASES``
-and both dtypes, the inputs (initial parameters and all gradients) and
-torch's parameters and state at ``CHECKPOINT_STEP`` and ``STEPS``.  The test
+and dtype, the inputs (initial parameters and all gradients), torch's
+parameters and state at ``CHECKPOINT_STEP`` and ``STEPS``, and at ``STEPS``
+again when a new optimizer loaded the state_dict at ``CHECKPOINT_STEP``.  The test
 suite replays these through nbopt without torch installed.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cases import CASES, DTYPES  # noqa: E402
+from cases import CASES, DTYPES, STEPS  # noqa: E402
 from trajectory import make_inputs, run_torch  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch_reference.npz")
@@ -40,6 +41,10 @@ def main() -> None:
             for step, snap in run_torch(case, inputs).items():
                 for k, v in snap.items():
                     arrays[f"{prefix}|{step}|{k}"] = v
+            # the same run continued by a new optimizer that loads the
+            # state_dict at CHECKPOINT_STEP: its final snapshot
+            for k, v in run_torch(case, inputs, reload=True)[STEPS].items():
+                arrays[f"{prefix}|reload|{k}"] = v
     arrays["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     np.savez_compressed(OUT, **arrays)

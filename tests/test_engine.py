@@ -7,7 +7,7 @@ import pytest
 
 import nbopt
 from nbopt import config
-from conftest import HAVE_TORCH
+from conftest import HAVE_TORCH, requires_torch
 
 ALGOS = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
          ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
@@ -169,3 +169,37 @@ def test_steps_follow_in_place_changes_to_group_params(change, size):
         np.testing.assert_array_equal(extra, np.full(size, -7.0))
     if change == "replace":
         np.testing.assert_array_equal(arena.params[1], np.full(size, -2.0))  # left alone
+
+
+@requires_torch
+@pytest.mark.parametrize("cls,kwargs", [("NAdam", dict(lr=0.05)), ("ASGD", dict(lr=0.05, t0=2))])
+def test_loaded_float64_scalar_state_next_to_fresh_state_matches_torch(cls, kwargs):
+    """torch's load_state_dict casts a float64 parameter's scalar state to
+    float64, while state created after the load starts as float32: one group
+    then holds both kinds, and each must round as torch does."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    a0, b0 = rng.standard_normal(6), rng.standard_normal(4)
+    grads = [(rng.standard_normal(6), rng.standard_normal(4)) for _ in range(12)]
+
+    def run(lib, make_param, to_numpy):
+        a, b = make_param(a0), make_param(b0)
+        opt = getattr(lib, cls)([a, b], **kwargs)
+        for k, (ga, gb) in enumerate(grads):
+            if k == 4:
+                saved = opt.state_dict()          # only `a` has state
+                opt = getattr(lib, cls)([a, b], **kwargs)
+                opt.load_state_dict(saved)
+            a.grad = ga.copy() if lib is nbopt else torch.from_numpy(ga.copy())
+            b.grad = None if k < 4 else (gb.copy() if lib is nbopt else torch.from_numpy(gb.copy()))
+            opt.step()
+        dtypes = [(name, to_numpy(v).dtype) for p in (a, b) for name, v in opt.state[p].items()]
+        return to_numpy(a), to_numpy(b), dtypes
+
+    ours = run(nbopt, lambda v: nbopt.Parameter(v.copy()), np.asarray)
+    theirs = run(torch.optim, lambda v: torch.nn.Parameter(torch.from_numpy(v.copy())),
+                 lambda t: t.detach().numpy())
+    assert ours[2] == theirs[2]                           # float64 for `a`, float32 for `b`
+    for have, want in zip(ours[:2], theirs[:2]):
+        np.testing.assert_allclose(have, want, rtol=1e-14, atol=0)

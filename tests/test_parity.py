@@ -6,6 +6,9 @@ compared mid-run and at the end:
 
 * against the committed reference data (always runs);
 * against live torch (when torch is importable);
+* continued after a new optimizer loads the state_dict mid-run (torch's
+  load_state_dict casts state to the parameters' dtype), against the
+  committed reference and live torch;
 * ParameterArena vs separately allocated parameters (bit-identical).
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import numpy as np
 import pytest
 
-from cases import CASES, DTYPES, TOLERANCES
+from cases import CASES, DTYPES, STEPS, TOLERANCES
 from conftest import requires_torch
 from trajectory import make_inputs, run_nbopt, run_torch
 
@@ -45,9 +48,22 @@ def stored(case, dtype):
         _, _, step, name = key.split("|")
         if step == "in":
             inputs[name] = value
+        elif step == "reload":
+            continue
         else:
             expected.setdefault(int(step), {})[name] = value
     return inputs, expected
+
+
+def stored_reload(case, dtype):
+    """The final snapshot of the run whose optimizer was replaced by one that
+    loaded its state_dict at CHECKPOINT_STEP."""
+    prefix = f"{case.id}|{dtype}|reload|"
+    snap = {k[len(prefix):]: v for k, v in reference().items() if k.startswith(prefix)}
+    if not snap:
+        pytest.fail(f"no reload reference data for {case.id} {dtype}: "
+                    "run tests/make_reference.py")
+    return {STEPS: snap}
 
 
 def assert_same_trajectory(got, expected, dtype, exact=False):
@@ -96,3 +112,24 @@ def test_arena_matches_separate_arrays(case, dtype):
     inputs = make_inputs(CASES.index(case), dtype)
     assert_same_trajectory(run_nbopt(case, inputs, arena=True), run_nbopt(case, inputs),
                            dtype, exact=True)
+
+
+def _final(trajectory):
+    return {STEPS: trajectory[STEPS]}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_reloaded_run_matches_committed_torch_reference(case, dtype):
+    inputs, _ = stored(case, dtype)
+    assert_same_trajectory(_final(run_nbopt(case, inputs, reload=True)),
+                           stored_reload(case, dtype), dtype)
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_reloaded_run_matches_live_torch(case, dtype):
+    inputs = make_inputs(CASES.index(case), dtype)
+    assert_same_trajectory(_final(run_nbopt(case, inputs, reload=True)),
+                           _final(run_torch(case, inputs, reload=True)), dtype)

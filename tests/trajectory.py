@@ -49,8 +49,11 @@ def _snapshot(state_dict, params, to_numpy) -> dict[str, np.ndarray]:
     return snap
 
 
-def run_nbopt(case: Case, inputs, arena: bool = False):
-    """Returns ``{step: snapshot}`` at CHECKPOINT_STEP and STEPS."""
+def run_nbopt(case: Case, inputs, arena: bool = False, reload: bool = False):
+    """Returns ``{step: snapshot}`` at CHECKPOINT_STEP and STEPS.  ``reload``:
+    after the CHECKPOINT_STEP snapshot, continue with a new optimizer that
+    loads the first one's ``state_dict()`` (torch casts loaded state to the
+    parameters' dtype, which can change the numbers that follow)."""
     import nbopt
 
     if arena:
@@ -63,8 +66,11 @@ def run_nbopt(case: Case, inputs, arena: bool = False):
         params = [[nbopt.Parameter(inputs[f"p{gi}{pi}"].copy()) for pi in range(len(shapes))]
                   for gi, shapes in enumerate(SHAPES)]
     # torch.tensor(lr) is float32, and so is the array standing in for it
-    groups, opts = _groups(case, params, lambda lr: np.array(lr, np.float32))
-    opt = getattr(nbopt, case.cls)(groups, **opts)
+    def make():
+        groups, opts = _groups(case, params, lambda lr: np.array(lr, np.float32))
+        return getattr(nbopt, case.cls)(groups, **opts)
+
+    opt = make()
     out = {}
     for step in range(STEPS):
         k = 0
@@ -83,16 +89,24 @@ def run_nbopt(case: Case, inputs, arena: bool = False):
         opt.step()
         if step + 1 in (CHECKPOINT_STEP, STEPS):
             out[step + 1] = _snapshot(opt.state_dict(), params, lambda x: x)
+        if reload and step + 1 == CHECKPOINT_STEP:
+            saved = opt.state_dict()
+            opt = make()
+            opt.load_state_dict(saved)
     return out
 
 
-def run_torch(case: Case, inputs):
+def run_torch(case: Case, inputs, reload: bool = False):
     import torch
 
     params = [[torch.nn.Parameter(torch.from_numpy(inputs[f"p{gi}{pi}"].copy()))
                for pi in range(len(shapes))] for gi, shapes in enumerate(SHAPES)]
-    groups, opts = _groups(case, params, lambda lr: torch.tensor(lr))
-    opt = getattr(torch.optim, case.cls)(groups, **opts)
+
+    def make():
+        groups, opts = _groups(case, params, lambda lr: torch.tensor(lr))
+        return getattr(torch.optim, case.cls)(groups, **opts)
+
+    opt = make()
     out = {}
     for step in range(STEPS):
         for gi, shapes in enumerate(SHAPES):
@@ -104,4 +118,8 @@ def run_torch(case: Case, inputs):
         if step + 1 in (CHECKPOINT_STEP, STEPS):
             out[step + 1] = _snapshot(opt.state_dict(), params,
                                       lambda x: x.detach().numpy() if hasattr(x, "detach") else x)
+        if reload and step + 1 == CHECKPOINT_STEP:
+            saved = opt.state_dict()
+            opt = make()
+            opt.load_state_dict(saved)
     return out

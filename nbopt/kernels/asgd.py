@@ -89,11 +89,19 @@ def asgd_scalars(group, t, fresh, old, new):
     return (wd, 1 - group["lambd"] * eta, -eta, mu, 1.0 if mu != 1 else 0.0)
 
 
-def asgd_advance(group, t, old):
+def _as_tensor(x):
+    """torch.as_tensor: a Python float becomes a float32 0-d tensor (torch's
+    default dtype); an array (a Tensor lr's result) keeps its dtype."""
+    return np.asarray(x, dtype=None if isinstance(x, (np.ndarray, np.generic)) else np.float32)
+
+
+def asgd_advance(group, t, old, dtype):
+    # torch: eta.copy_(torch.as_tensor(...)), mu.copy_(torch.as_tensor(...)):
+    # rounded by as_tensor first, then by the state's own dtype on storing
     lr = to_scalar(group["lr"])
     lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
-    new_eta = lr / _torch_pow(1 + lambd * lr * t, alpha)
-    new_mu = 1 / max(1, t - t0)
+    new_eta = _as_tensor(lr / _torch_pow(1 + lambd * lr * t, alpha))
+    new_mu = _as_tensor(1 / max(1, t - t0))
     return (new_eta, new_mu)
 
 

@@ -100,11 +100,12 @@ def nadam_scalars(group, t, fresh, old, new):
             (-lr * mu_next) / (1.0 - mu_product_next))
 
 
-def nadam_advance(group, t, old):
-    # torch: ``mu_product *= mu`` on a float32 0-d tensor: mu is rounded to
-    # float32 and the product is taken in float32
+def nadam_advance(group, t, old, dtype):
+    # torch: ``mu_product *= mu`` on a 0-d tensor of ``dtype`` (float32, or
+    # float64 once loaded into float64 params): mu is rounded to that dtype
+    # and the product is taken in it
     (mu_product,) = old
-    return (np.float32(mu_product) * np.float32(_mu(group, t)),)
+    return (dtype(mu_product) * dtype(_mu(group, t)),)
 
 
 def nadam_flags(group):

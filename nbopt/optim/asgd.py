@@ -22,8 +22,8 @@ class ASGD(ElementwiseOptimizer):
 
     with :math:`\eta_0 = \gamma` and :math:`\mu_0 = 1` (the sign of the
     gradient is ``-`` when ``maximize``).  ``t`` is each parameter's own step
-    count; :math:`\eta` and :math:`\mu` are float32 scalars, as torch keeps
-    them, whatever the parameter dtype, and :math:`\eta_t` uses the group's
+    count; :math:`\eta` and :math:`\mu` are rounded to float32, as torch
+    computes them, whatever the parameter dtype, and :math:`\eta_t` uses the group's
     learning rate at step ``t``.  The average :math:`\bar\theta` is kept in
     the state (``ax``); it is never written back into the parameter.  Complex
     parameters are stepped as their real view (real and imaginary parts
@@ -53,8 +53,9 @@ class ASGD(ElementwiseOptimizer):
     State
     -----
     ``step`` (float32 0-d array), ``eta`` and ``mu`` (float32 0-d arrays: the
-    step size and averaging weight of the next step) and ``ax`` (the running
-    average :math:`\bar\theta`, shaped like the parameter).
+    step size and averaging weight of the next step; float64 once loaded into
+    float64 parameters, as torch's ``load_state_dict`` casts them) and ``ax``
+    (the running average :math:`\bar\theta`, shaped like the parameter).
 
     Examples
     --------

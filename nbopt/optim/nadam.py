@@ -27,7 +27,8 @@ class NAdam(ElementwiseOptimizer):
 
     (the sign of the gradient is ``-`` when ``maximize``).  ``t`` is each
     parameter's own step count; the product :math:`\Pi_t` is a float32 scalar,
-    as torch keeps it, whatever the parameter dtype, and the other
+    as torch keeps it, whatever the parameter dtype (float64 once loaded into
+    float64 parameters: torch's ``load_state_dict`` casts it), and the other
     coefficients are computed in float64 on the host and rounded to the
     parameter dtype, as torch does.  Complex parameters are stepped as their
     real view (real and imaginary parts independently).
@@ -58,7 +59,7 @@ class NAdam(ElementwiseOptimizer):
     State
     -----
     ``step`` (float32 0-d array), ``mu_product`` (float32 0-d array,
-    :math:`\Pi_t`), ``exp_avg`` (:math:`m`) and ``exp_avg_sq`` (:math:`v`),
+    :math:`\Pi_t`; float64 once loaded into float64 parameters), ``exp_avg`` (:math:`m`) and ``exp_avg_sq`` (:math:`v`),
     shaped like the parameter.
 
     Examples
