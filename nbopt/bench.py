@@ -5,7 +5,11 @@ An element-wise step reads the parameter, the gradient and every state array
 and writes the parameter and every state array back (Adam float32: 4 reads +
 3 writes = 28 bytes per element).  The floor is the time a Numba loop with the
 same read/write pattern takes over the same number of elements, measured in
-the same run; the table reports nbopt / floor and torch / nbopt.
+the same run; the table reports nbopt / floor and torch / nbopt, each next
+to its target ("NO*": out of reach, torch's fastest mode already runs within
+the target ratio of the floor).  The start-up lines time ``import nbopt``
+against ``import numba`` and an algorithm's first step in new processes, cold
+and with Numba's on-disk cache, split into Numba's own start-up and nbopt's.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Start-up costs, each timed in a fresh interpreter (asv ``timeraw_``
 benchmarks): ``import nbopt``, ``import numba`` for comparison, and the first
 ``Adam.step()`` of a new process with a cold and with a warm on-disk Numba
-cache (the measurements of ``python -m nbopt bench``'s last two lines).  The
+cache (the measurements of ``python -m nbopt bench``'s last two lines), and
+Numba's own start-up, the part of that warm first step that is not nbopt's.  The
 first step includes whatever nbopt defers to it (importing Numba, compiling
 or loading the kernels).
 
@@ -24,6 +25,17 @@ def timeraw_import_nbopt():
 def timeraw_import_numba():
     """``import numba`` alone: the floor under ``import nbopt``."""
     return "import numba"
+
+
+def timeraw_numba_startup():
+    """Numba's own start-up, NumPy already imported: ``import numba`` and the
+    initialisation of its CPU target that any first call of a Numba function
+    pays (typing and lowering registries; when SciPy is installed,
+    ``numba.np.arraymath`` imports ``scipy.linalg`` to look for BLAS).  The
+    floor under ``FirstStepWarmCache``."""
+    return ("import numba\n"
+            "from numba.core.registry import cpu_target\n"
+            "cpu_target.target_context.refresh()\n", "import numpy")
 
 
 # Timed, as in `python -m nbopt bench`: the first step, the optimizer made.
