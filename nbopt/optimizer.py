@@ -435,17 +435,19 @@ class Optimizer:
 def _same_params(params: list, snapshot: list, by_identity: bool) -> bool:
     """Whether a group's params list still holds exactly the snapshot's objects.
 
-    ``params == snapshot`` is one C-level pass that skips identical items
+    ``snapshot == params`` is one C-level pass that skips identical items
     without calling ``__eq__`` (about 0.4 us for 1000 parameters, against 26 us
-    for comparing their ids).  An item that is not the snapshot's calls
-    ``__eq__``: between arrays of more than one element that raises (ambiguous
-    truth value, or shapes that do not broadcast), so a replaced parameter reads
-    as a change.  Only size-0/1 arrays (or foreign objects) could compare equal
-    by value; groups that hold such items (``by_identity`` false) compare ids.
+    for comparing their ids).  An item that is not the snapshot's is compared
+    by the snapshot's Parameter (the left operand goes first): ndarray
+    ``__eq__`` with an array of more than one element raises (ambiguous truth
+    value, or shapes that do not broadcast), so a replaced parameter reads as
+    a change.  ``by_identity`` is true only when every snapshot item is a
+    Parameter of more than one element; otherwise (size-0/1 arrays could
+    compare equal by value) the ids are compared.
     """
     if by_identity:
         try:
-            return params == snapshot
+            return snapshot == params
         except Exception:
             return False
     return len(params) == len(snapshot) and all(map(operator.is_, params, snapshot))

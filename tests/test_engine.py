@@ -203,3 +203,21 @@ def test_loaded_float64_scalar_state_next_to_fresh_state_matches_torch(cls, kwar
     assert ours[2] == theirs[2]                           # float64 for `a`, float32 for `b`
     for have, want in zip(ours[:2], theirs[:2]):
         np.testing.assert_allclose(have, want, rtol=1e-14, atol=0)
+
+
+def test_params_snapshot_check_is_by_identity():
+    """The cached-plan check of a group's params list: the same objects pass;
+    a different object fails even when it compares equal by value or claims
+    equality with anything."""
+    from unittest import mock
+
+    from nbopt.optimizer import _same_params
+
+    a, b = nbopt.Parameter(np.zeros(3)), nbopt.Parameter(np.zeros(3))
+    assert _same_params([a, b], [a, b], True)
+    assert not _same_params([a, nbopt.Parameter(np.zeros(3))], [a, b], True)
+    assert not _same_params([a, mock.ANY], [a, b], True)
+    assert not _same_params([a], [a, b], True)
+    one, other = nbopt.Parameter(np.zeros(1)), nbopt.Parameter(np.zeros(1))
+    assert _same_params([one], [one], False)
+    assert not _same_params([other], [one], False)       # equal values, other object
