@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+from ._common import chunk_views, cpu_kernels, fma, to_scalar
 
 
 def adadelta_update(p, g, v, u, wd, rho, omr, eps, neg_lr, maximize, wd_on):
@@ -41,12 +41,7 @@ _adadelta_element = njit(error_model="numpy")(adadelta_update)
 
 def adadelta_segments(segments, chunks, scalars, square_avg, acc_delta, maximize, wd_on):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only (see adam_segments).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], square_avg), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], square_avg), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, square_avg, 3)
         off = segments[s, 2]
         v = square_avg[off + lo:off + hi]
         u = acc_delta[off + lo:off + hi]

@@ -31,11 +31,11 @@ import cmath
 import math
 
 import numpy as np
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from .. import config
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+from ._common import chunk_views, cpu_kernels, fma, to_scalar
 from ..parameter import SparseGrad
 from ._sparse import add_is_fused, memory_view, row_layout
 
@@ -57,12 +57,7 @@ _adagrad_element = njit(error_model="numpy")(adagrad_update)
 
 def adagrad_segments(segments, chunks, scalars, state_sum, maximize, wd_on):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only (see adam_segments).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], state_sum), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], state_sum), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, state_sum, 3)
         off = segments[s, 2]
         acc = state_sum[off + lo:off + hi]
         wd, neg_clr, eps = scalars[s, 0], scalars[s, 1], scalars[s, 2]

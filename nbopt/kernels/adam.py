@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import addr_to_ptr, bias_correction, cpu_kernels, fma, lerp, to_scalar
+from ._common import bias_correction, chunk_views, cpu_kernels, fma, lerp, to_scalar
 
 
 def adam_update(p, g, m, v, vmax, wd, decay, w1, beta2, omb2, neg_step_size, bc2_sqrt, eps,
@@ -52,13 +52,7 @@ _adam_element = njit(error_model="numpy")(adam_update)
 def adam_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, max_exp_avg_sq,
                   amsgrad, maximize, decoupled, wd_on):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only: indices then run from 0, which lets LLVM
-        # drop NumPy's negative-index wraparound and vectorise (6x, measured).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], exp_avg), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], exp_avg), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, exp_avg, 3)
         off = segments[s, 2]
         m = exp_avg[off + lo:off + hi]
         v = exp_avg_sq[off + lo:off + hi]

@@ -14,10 +14,10 @@ correction: the infinity norm is not biased towards zero).
 """
 from __future__ import annotations
 
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import addr_to_ptr, bias_correction, cpu_kernels, fma, lerp, to_scalar
+from ._common import bias_correction, chunk_views, cpu_kernels, fma, lerp, to_scalar
 
 
 def adamax_update(p, g, m, u, wd, w1, beta2, eps, neg_clr, maximize, wd_on):
@@ -43,12 +43,7 @@ _adamax_element = njit(error_model="numpy")(adamax_update)
 
 def adamax_segments(segments, chunks, scalars, exp_avg, exp_inf, maximize, wd_on):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only (see adam_segments).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], exp_avg), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], exp_avg), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, exp_avg, 3)
         off = segments[s, 2]
         m = exp_avg[off + lo:off + hi]
         u = exp_inf[off + lo:off + hi]

@@ -23,10 +23,10 @@ the parameter.
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+from ._common import chunk_views, cpu_kernels, fma, to_scalar
 
 
 def asgd_update(p, g, ax, wd, decay, neg_eta, mu, average, maximize, wd_on):
@@ -50,12 +50,7 @@ _asgd_element = njit(error_model="numpy")(asgd_update)
 
 def asgd_segments(segments, chunks, scalars, ax_state, maximize, wd_on):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only (see adam_segments).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], ax_state), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], ax_state), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, ax_state, 3)
         off = segments[s, 2]
         ax = ax_state[off + lo:off + hi]
         wd, decay, neg_eta, mu = scalars[s, 0], scalars[s, 1], scalars[s, 2], scalars[s, 3]

@@ -39,10 +39,10 @@ from __future__ import annotations
 import operator
 
 import numpy as np
-from numba import carray, prange
+from numba import prange
 
 from .. import config
-from ._common import addr_to_ptr, cpu_kernels, lerp
+from ._common import chunk_views, cpu_kernels, lerp
 
 __all__ = ["swa_cpu", "lerp_cpu", "average_", "KINDS", "DTYPES"]
 
@@ -53,13 +53,7 @@ DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, n
 
 def swa_segments(segments, chunks, scalars, cplx):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        n = segments[s, 2]
-        # Views of this chunk only, indexed from 0 (see adam_segments: lets
-        # LLVM drop the negative-index wraparound and vectorise).
-        avg = carray(addr_to_ptr(segments[s, 0], scalars), n)[lo:hi]
-        cur = carray(addr_to_ptr(segments[s, 1], scalars), n)[lo:hi]
+        s, avg, cur, lo, hi = chunk_views(segments, chunks, c, scalars, 2)
         # One loop per branch: a branch inside the loop blocks vectorisation.
         if cplx:
             recip = scalars[1]
@@ -75,11 +69,7 @@ def swa_segments(segments, chunks, scalars, cplx):
 
 def lerp_segments(segments, chunks, scalars, cplx, small):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        n = segments[s, 2]
-        avg = carray(addr_to_ptr(segments[s, 0], scalars), n)[lo:hi]
-        cur = carray(addr_to_ptr(segments[s, 1], scalars), n)[lo:hi]
+        s, avg, cur, lo, hi = chunk_views(segments, chunks, c, scalars, 2)
         w = scalars[0]
         if cplx:
             # |w| < 0.5 (``small``) and 1 - w come from the host, so that no

@@ -31,10 +31,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import addr_to_ptr, bias_correction, cpu_kernels, fma, lerp, to_scalar
+from ._common import bias_correction, chunk_views, cpu_kernels, fma, lerp, to_scalar
 
 
 def nadam_update(p, g, m, v, wd, decay, w1, beta2, omb2, bc2, eps, c_grad, c_avg,
@@ -60,12 +60,7 @@ _nadam_element = njit(error_model="numpy")(nadam_update)
 
 def nadam_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, maximize, decoupled, wd_on):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only (see adam_segments).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], exp_avg), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], exp_avg), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, exp_avg, 3)
         off = segments[s, 2]
         m = exp_avg[off + lo:off + hi]
         v = exp_avg_sq[off + lo:off + hi]

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import math
 
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import addr_to_ptr, cpu_kernels, fma, lerp, to_scalar
+from ._common import chunk_views, cpu_kernels, fma, lerp, to_scalar
 
 
 def rmsprop_update(p, g, v, ga, buf, wd, alpha, oma, eps, momentum, neg_lr,
@@ -57,12 +57,7 @@ _rmsprop_element = njit(error_model="numpy")(rmsprop_update)
 def rmsprop_segments(segments, chunks, scalars, square_avg, momentum_buffer, grad_avg,
                      maximize, wd_on, centered, use_momentum):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only (see adam_segments).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], square_avg), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], square_avg), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, square_avg, 3)
         off = segments[s, 2]
         v = square_avg[off + lo:off + hi]
         wd, alpha, oma = scalars[s, 0], scalars[s, 1], scalars[s, 2]

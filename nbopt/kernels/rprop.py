@@ -18,10 +18,10 @@ it) but does not enter the maths.
 """
 from __future__ import annotations
 
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+from ._common import chunk_views, cpu_kernels, fma, to_scalar
 
 
 def rprop_update(p, g, prev, step_size, etaminus, etaplus, step_size_min, step_size_max,
@@ -65,12 +65,7 @@ _rprop_element = njit(error_model="numpy")(rprop_update)
 
 def rprop_segments(segments, chunks, scalars, prev, step_size, maximize):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only (see adam_segments).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], prev), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], prev), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, prev, 3)
         off = segments[s, 2]
         pv = prev[off + lo:off + hi]
         ss = step_size[off + lo:off + hi]

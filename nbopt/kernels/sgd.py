@@ -12,10 +12,10 @@ Per element::
 """
 from __future__ import annotations
 
-from numba import carray, njit, prange
+from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import addr_to_ptr, cpu_kernels, fma, to_scalar
+from ._common import chunk_views, cpu_kernels, fma, to_scalar
 from ._sparse import sgd_sparse
 
 
@@ -45,12 +45,7 @@ _sgd_element = njit(error_model="numpy")(sgd_update)
 def sgd_segments(segments, chunks, scalars, momentum_buffer,
                  maximize, wd_on, use_momentum, nesterov):
     for c in prange(chunks.shape[0]):
-        s = chunks[c, 0]
-        lo, hi = chunks[c, 1], chunks[c, 2]
-        # Views of this chunk only (see adam_segments).
-        n = segments[s, 3]
-        param = carray(addr_to_ptr(segments[s, 0], momentum_buffer), n)[lo:hi]
-        grad = carray(addr_to_ptr(segments[s, 1], momentum_buffer), n)[lo:hi]
+        s, param, grad, lo, hi = chunk_views(segments, chunks, c, momentum_buffer, 3)
         off = segments[s, 2]
         wd, momentum, one_minus_dampening = scalars[s, 0], scalars[s, 1], scalars[s, 2]
         neg_lr, first = scalars[s, 3], scalars[s, 4] != 0
