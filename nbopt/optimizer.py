@@ -15,7 +15,7 @@ import warnings
 from collections import OrderedDict, defaultdict
 from copy import deepcopy
 from itertools import chain
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -432,6 +432,16 @@ class Optimizer:
             post_hook(self)
 
 
+class _GroupPlan(NamedTuple):
+    """What one param group's steps reuse while its params list is unchanged."""
+
+    group: dict              # the param group dict it was made for
+    snapshot: list           # its params, in order (keeps them alive: ids stay unique)
+    flat: list               # FlatGroup per dtype
+    unsupported: list        # (position, param) of dtypes the algorithm cannot step
+    by_identity: bool        # see _same_params
+
+
 def _same_params(params: list, snapshot: list, by_identity: bool) -> bool:
     """Whether a group's params list still holds exactly the snapshot's objects.
 
@@ -468,7 +478,7 @@ class ElementwiseOptimizer(Optimizer):
     _group_setdefaults: dict[str, Any] = {}
 
     def __init__(self, params, defaults: dict[str, Any]) -> None:
-        self._flat: dict[int, tuple] = {}
+        self._flat: dict[int, _GroupPlan] = {}
         super().__init__(params, defaults)
 
     @property
@@ -491,10 +501,10 @@ class ElementwiseOptimizer(Optimizer):
 
     def _flat_groups(self, gi: int, group: dict) -> list[FlatGroup]:
         params = group["params"]
-        cached = self._flat.get(gi)
-        if cached is not None and cached[0] is group and _same_params(params, cached[1],
-                                                                      cached[4]):
-            return cached[2]
+        plan = self._flat.get(gi)
+        if plan is not None and plan.group is group and _same_params(params, plan.snapshot,
+                                                                     plan.by_identity):
+            return plan.flat
         by_dtype: dict = {}
         for pos, p in enumerate(params):
             # complex parameters share the flat state of their real dtype
@@ -515,10 +525,9 @@ class ElementwiseOptimizer(Optimizer):
                 continue
             flat.append(FlatGroup(spec, dtype, [r[0] for r in rows], [r[1] for r in rows],
                                   [r[2] for r in rows], self.state, gi))
-        # The snapshot keeps the params alive, so their ids stay unique while cached.
         snapshot = list(params)
         by_identity = all(type(p) is Parameter and p.size > 1 for p in snapshot)
-        self._flat[gi] = (group, snapshot, flat, unsupported, by_identity)
+        self._flat[gi] = _GroupPlan(group, snapshot, flat, unsupported, by_identity)
         return flat
 
     def _supports(self, dtype, rows) -> bool:
@@ -531,7 +540,7 @@ class ElementwiseOptimizer(Optimizer):
                 fg.init_all(group, self.defaults, self.state)
 
     def _check_param_dtypes(self, gi: int) -> None:
-        for pos, p in self._flat[gi][3]:
+        for pos, p in self._flat[gi].unsupported:
             if p.grad is not None:
                 raise TypeError(f"{param_where(gi, pos)}: {type(self).__name__} can only "
                                 f"optimize floating point and complex parameters, got dtype "

@@ -37,7 +37,7 @@ def _run(cls, kwargs, dtype, *, persistent_grads, steps=12, lr_schedule=False, s
 @pytest.mark.parametrize("cls,kwargs", ALGOS, ids=[a[0] for a in ALGOS])
 def test_steady_state_step_matches_the_general_path(cls, kwargs, dtype):
     fast, opt = _run(cls, kwargs, dtype, persistent_grads=True, lr_schedule=True)
-    assert opt._flat[0][2][0]._steady is not None, "steady path was never taken"
+    assert opt._flat[0].flat[0]._steady is not None, "steady path was never taken"
     slow, _ = _run(cls, kwargs, dtype, persistent_grads=False, lr_schedule=True)
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
@@ -98,7 +98,7 @@ def test_arena_step_is_one_segment():
                                  dtype=np.float32)
     opt = nbopt.SGD(arena.params, lr=0.5)
     opt.step()
-    steady = opt._flat[0][2][0]._steady
+    steady = opt._flat[0].flat[0]._steady
     assert steady is not None and steady.seg.shape[0] == 1
     assert steady.seg[0, 3] == arena.data.size
     np.testing.assert_array_equal(arena.data, np.ones(arena.data.size, np.float32))
@@ -126,7 +126,7 @@ def test_steady_path_sees_a_grad_reassigned_on_any_parameter():
     arena.grad[...] = 1.0
     opt.step()
     opt.step()                                   # steady path from here on
-    assert opt._flat[0][2][0]._steady is not None
+    assert opt._flat[0].flat[0]._steady is not None
     last = arena.params[-1]
     last.grad = np.full(4, 10.0)                 # a new array, outside the arena
     opt.step()

@@ -425,7 +425,7 @@ def test_mixed_dense_and_sparse_gradients_in_one_group():
             held_e[...] = dense_e[k]
             e.grad = held_e
         opt.step()
-        steady_seen.append(opt._flat[0][2][0]._steady is not None)
+        steady_seen.append(opt._flat[0].flat[0]._steady is not None)
     assert steady_seen[1] and steady_seen[2] and steady_seen[-1]
     assert not any(steady_seen[k] for k in sparse_steps)
 
