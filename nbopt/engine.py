@@ -180,7 +180,7 @@ class FlatGroup:
 
     def scalar_values(self, i: int) -> tuple:
         """Slot ``i``'s scalar state as Python floats."""
-        return tuple(float(arr[i]) for arr in self.scalar_arrays(bool(self.wide[i])).values())
+        return tuple([arr.item(i) for arr in self.scalar_arrays(bool(self.wide[i])).values()])
 
     def _flat_keys(self) -> set:
         return set(self.arrays) | set(self.sstate) | {"step"}
@@ -394,12 +394,13 @@ def _advance(fg: FlatGroup, group, t: float, old, slots, wide: bool) -> tuple:
     if not fg.sstate:
         return ()
     arrays = fg.scalar_arrays(wide)
-    dtype = np.float64 if wide else np.float32
-    new = tuple(fg.spec.advance(group, t, tuple(old), dtype))
+    new = fg.spec.advance(group, t, tuple(old), np.float64 if wide else np.float32)
+    first = 0 if isinstance(slots, slice) else slots[0]
+    stored = []
     for arr, value in zip(arrays.values(), new):
         arr[slots] = value
-    first = 0 if isinstance(slots, slice) else slots[0]
-    return tuple(float(arr[first]) for arr in arrays.values())
+        stored.append(arr.item(first))     # as rounded by the state's dtype
+    return tuple(stored)
 
 
 def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray):

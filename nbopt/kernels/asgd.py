@@ -87,7 +87,7 @@ def asgd_scalars(group, t, fresh, old, new):
 def _as_tensor(x):
     """torch.as_tensor: a Python float becomes a float32 0-d tensor (torch's
     default dtype); an array (a Tensor lr's result) keeps its dtype."""
-    return np.asarray(x, dtype=None if isinstance(x, (np.ndarray, np.generic)) else np.float32)
+    return x if isinstance(x, (np.ndarray, np.generic)) else np.float32(x)
 
 
 def asgd_advance(group, t, old, dtype):
