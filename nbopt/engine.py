@@ -395,10 +395,14 @@ def _advance(fg: FlatGroup, group, t: float, old, slots, wide: bool) -> tuple:
         return ()
     arrays = fg.scalar_arrays(wide)
     new = fg.spec.advance(group, t, tuple(old), np.float64 if wide else np.float32)
-    first = 0 if isinstance(slots, slice) else slots[0]
+    every = isinstance(slots, slice)       # the steady path: all slots
+    first = 0 if every else slots[0]
     stored = []
     for arr, value in zip(arrays.values(), new):
-        arr[slots] = value
+        if every:
+            arr.fill(value)
+        else:
+            arr[slots] = value
         stored.append(arr.item(first))     # as rounded by the state's dtype
     return tuple(stored)
 
@@ -453,9 +457,12 @@ class _Steady:
 
     def run(self) -> None:
         fg, group = self.fg, self.group
+        # every step count is equal here: fill the incremented one (stored in
+        # float32, which rounds it as torch's float32 ``step += 1`` does) instead
+        # of a ufunc call (1 us)
         steps = fg.steps
-        steps += np.float32(1)
-        t = float(steps[0])
+        steps.fill(steps.item(0) + 1.0)
+        t = steps.item(0)
         old = fg.scalar_values(0)
         new = _advance(fg, group, t, old, slice(None), bool(fg.wide[0])) if old else ()
         self.scalars[:] = fg.spec.scalars(group, t, False, old, new)
