@@ -28,7 +28,7 @@ from typing import Mapping
 import numpy as np
 
 from . import config
-from .parameter import Parameter, as_sparse_grad, is_sparse_grad
+from .parameter import Parameter, aligned_zeros, as_sparse_grad, is_sparse_grad
 from .registry import DENSIFY, AlgorithmSpec
 
 __all__ = ["FlatGroup", "ParamState", "param_where", "sparse_rejection"]
@@ -152,7 +152,7 @@ class FlatGroup:
     def _array(self, name: str) -> np.ndarray:
         arr = self.arrays[name]
         if arr is None:
-            arr = self.arrays[name] = np.zeros(self.total, self.dtype)
+            arr = self.arrays[name] = aligned_zeros(self.total, self.dtype)
         return arr
 
     def _view(self, name: str, i: int) -> np.ndarray:

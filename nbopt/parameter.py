@@ -11,6 +11,21 @@ import numpy as np
 __all__ = ["Parameter", "ParameterArena", "SparseGrad", "is_sparse_grad", "as_sparse_grad"]
 
 
+# Cache-line alignment of the flat buffers nbopt allocates: a 64-byte vector
+# load at NumPy's usual 16-byte offset spans two cache lines (about 0.5% on a
+# bandwidth-bound step here, measured with the bench's floor loop).
+_ALIGN = 64
+
+
+def aligned_zeros(n: int, dtype) -> np.ndarray:
+    """A zero-filled 1-D array of ``n`` elements whose data starts on a 64-byte
+    boundary."""
+    dtype = np.dtype(dtype)
+    raw = np.zeros(n * dtype.itemsize + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start:start + n * dtype.itemsize].view(dtype)
+
+
 class Parameter(np.ndarray):
     r"""An ndarray that an optimizer updates, like ``torch.nn.Parameter``.
 
@@ -166,8 +181,8 @@ class ParameterArena:
             raise TypeError(f"ParameterArena needs a floating point or complex dtype, got {dtype}")
         sizes = [v.size for v in values]
         total = int(sum(sizes))
-        self.data = np.zeros(total, dtype)
-        self.grad = np.zeros(total, dtype)
+        self.data = aligned_zeros(total, dtype)
+        self.grad = aligned_zeros(total, dtype)
         self.params: list[Parameter] = []
         self.grad_views: list[np.ndarray] = []
         offset = 0
