@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import nbopt
 from conftest import HAVE_TORCH
+from trajectory import reloaded
 
 pytestmark = pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed "
                                 "(live comparison only)")
@@ -126,9 +127,7 @@ def _run(lib, cls, sizes, group0, group1, seed, missing, dtype="float64"):
     opt = make()
     for step in range(STEPS):
         if step == RELOAD_AT:
-            saved = opt.state_dict()
-            opt = make()
-            opt.load_state_dict(saved)
+            opt = reloaded(opt, make)
         for k, p in enumerate(params):
             p.grad = None if (step, k) in missing else wrap(grads[step][k].copy())
         opt.step()

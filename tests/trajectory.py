@@ -49,6 +49,14 @@ def _snapshot(state_dict, params, to_numpy) -> dict[str, np.ndarray]:
     return snap
 
 
+def reloaded(opt, make):
+    """A new optimizer from ``make()`` that loaded ``opt.state_dict()``."""
+    saved = opt.state_dict()
+    new = make()
+    new.load_state_dict(saved)
+    return new
+
+
 def run_nbopt(case: Case, inputs, arena: bool = False, reload: bool = False):
     """Returns ``{step: snapshot}`` at CHECKPOINT_STEP and STEPS.  ``reload``:
     after the CHECKPOINT_STEP snapshot, continue with a new optimizer that
@@ -90,9 +98,7 @@ def run_nbopt(case: Case, inputs, arena: bool = False, reload: bool = False):
         if step + 1 in (CHECKPOINT_STEP, STEPS):
             out[step + 1] = _snapshot(opt.state_dict(), params, lambda x: x)
         if reload and step + 1 == CHECKPOINT_STEP:
-            saved = opt.state_dict()
-            opt = make()
-            opt.load_state_dict(saved)
+            opt = reloaded(opt, make)
     return out
 
 
@@ -119,7 +125,5 @@ def run_torch(case: Case, inputs, reload: bool = False):
             out[step + 1] = _snapshot(opt.state_dict(), params,
                                       lambda x: x.detach().numpy() if hasattr(x, "detach") else x)
         if reload and step + 1 == CHECKPOINT_STEP:
-            saved = opt.state_dict()
-            opt = make()
-            opt.load_state_dict(saved)
+            opt = reloaded(opt, make)
     return out
