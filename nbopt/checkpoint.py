@@ -41,19 +41,33 @@ Why no pickle
 ``torch.save`` pickles, and unpickling runs whatever code the file names, so a
 checkpoint downloaded from elsewhere is a program.  Here nothing is pickled on
 the way out (object arrays and arbitrary objects are refused with
-``TypeError``) and the file is read with ``np.load(..., allow_pickle=False)``,
-so loading a file, however crafted, only ever builds the plain types listed
-above.  The price is a closed set of types; ``state_dict()`` needs no more.
+``TypeError``), and on the way in the archive is read with :mod:`zipfile` and
+numpy's ``.npy`` header parser only: arrays are built from raw bytes, and only
+for the fixed-size numeric dtypes above, so loading a file, however crafted,
+only ever builds the plain types listed above.  The price is a closed set of
+types; ``state_dict()`` needs no more.
+
+Temporary files
+---------------
+``save`` writes to ``.NAME.nbopt-tmp.HOST.PID.RANDOM`` next to the target
+``NAME`` and renames it over the target.  A process killed in between leaves
+that file behind; the next ``save`` to the same target on the same host
+removes such leftovers whose process no longer exists.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import hashlib
+import io
 import json
 import math
 import os
+import re
+import secrets
+import socket
 import struct
-import tempfile
 import zipfile
 import zlib
 
@@ -89,6 +103,19 @@ _DTYPE_BY_STR = {
 _INT64_MIN = -(1 << 63)
 _UINT64_MAX = (1 << 64) - 1
 
+# Containers nested deeper than this are refused by save.  A fixed bound, well
+# below the default recursion limit, rather than whatever the interpreter's
+# stack allows: the encoder, json and the decoder each recurse once or twice
+# per level, and a file that save accepts must also load, even when load is
+# called from a deeper stack.  State dicts nest about five levels.
+_MAX_DEPTH = 100
+
+# numpy's own default limit on a .npy header (np.load's max_header_size); the
+# headers save writes are well under 200 bytes.
+_MAX_HEADER_SIZE = 10_000
+
+_TEMP_MARKER = "nbopt-tmp"
+
 
 def save(obj, path) -> None:
     """Write a state dict (or any structure of supported types) to a file.
@@ -107,7 +134,11 @@ def save(obj, path) -> None:
     path : str or os.PathLike
         Destination file, used verbatim (no ``.npz`` suffix is added).  An
         existing file is replaced atomically: readers see the old checkpoint
-        or the new one, never a partial file, even if the process dies.
+        or the new one, never a partial file, even if the process dies.  The
+        replaced file's permission bits are kept; a new file gets
+        ``0o666 & ~umask``, as :func:`open` would give it.  If ``path`` is a
+        symbolic link, the file it points to is replaced (and created if the
+        link dangles); the link stays a link.
 
     Raises
     ------
@@ -115,7 +146,8 @@ def save(obj, path) -> None:
         If ``obj`` contains an unsupported type, dtype or dict key.  The
         message names the location, e.g. ``obj['state'][0]['exp_avg']``.
     ValueError
-        If ``obj`` contains itself.
+        If ``obj`` contains itself, or nests containers (and tuple dict keys)
+        more than 100 levels deep.
 
     Both are raised before anything is written, so an existing file at
     ``path`` is left untouched.
@@ -124,6 +156,11 @@ def save(obj, path) -> None:
     -----
     Shared references are not preserved: an array that occurs twice is stored
     twice and loads as two independent arrays.
+
+    The data is first written to a temporary file next to the target (see
+    the module documentation).  A leftover one from a killed process is
+    removed by the next ``save`` to the same target on the same host, once no
+    process with its PID exists.
 
     Examples
     --------
@@ -145,11 +182,13 @@ def save(obj, path) -> None:
     members = dict(encoder.arrays)
     members[_STRUCTURE] = np.frombuffer(blob, dtype=np.uint8)
 
-    target = os.path.abspath(os.fsdecode(os.fspath(path)))
+    target = _resolve_target(path)
     directory, name = os.path.split(target)
+    stem = _temp_stem(name)
+    _remove_stale_temporaries(directory, stem)
     # Same directory, so that os.replace is a rename within one file system
     # and therefore atomic.
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(directory, stem)
     try:
         with os.fdopen(fd, "wb") as fh:
             # A file object, not a name: np.savez would append ".npz" to a
@@ -159,8 +198,11 @@ def save(obj, path) -> None:
             np.savez(fh, **members)
             fh.flush()
             os.fsync(fh.fileno())
-        # mkstemp creates the file 0600; give it the mode open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
+        # The temporary file was created 0600, so that a checkpoint meant to
+        # be private is never readable by others while it is written; now give
+        # it the mode that writing the target in place with open() would
+        # leave: the existing file's, or the umask's for a new file.
+        os.chmod(tmp, _target_mode(target))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -210,6 +252,8 @@ def load(path):
     with open(path, "rb") as fh:
         try:
             return _read(fh)
+        except _NotACheckpoint as exc:
+            raise ValueError(f"{shown!r} is not an nbopt checkpoint ({exc})") from exc.__cause__
         except (ValueError, KeyError, IndexError, EOFError, NotImplementedError,
                 OverflowError, RecursionError, struct.error, zlib.error,
                 zipfile.BadZipFile) as exc:
@@ -224,6 +268,10 @@ def load(path):
             ) from exc
 
 
+class _NotACheckpoint(ValueError):
+    """The file is something else, not a damaged checkpoint; load rewords it."""
+
+
 # --------------------------------------------------------------------- saving
 
 
@@ -235,6 +283,10 @@ class _Encoder:
         # ids of the containers on the path being encoded: meeting one again
         # is a cycle, which would otherwise recurse until RecursionError.
         self._open: set[int] = set()
+        # Containers on that path, the tuples of a dict key included: bounded
+        # by _MAX_DEPTH, so that deep structures are refused with ValueError
+        # rather than overflowing the stack here, in json or in load.
+        self._depth = 0
 
     def encode(self, obj, where: str) -> dict:
         # numpy scalars first: np.float64 subclasses float and np.str_ str.
@@ -273,7 +325,8 @@ class _Encoder:
 
     def key(self, key, where: str) -> dict:
         if type(key) is tuple:
-            return {"t": "tuple", "items": [self.key(k, where) for k in key]}
+            with self._deeper(where):
+                return {"t": "tuple", "items": [self.key(k, where) for k in key]}
         node = _encode_scalar(key)
         if node is None:
             raise TypeError(
@@ -287,11 +340,25 @@ class _Encoder:
         ident = id(container)
         if ident in self._open:
             raise ValueError(f"cannot save {where}: the structure contains itself")
-        self._open.add(ident)
+        with self._deeper(where):
+            self._open.add(ident)
+            try:
+                yield
+            finally:
+                self._open.discard(ident)
+
+    @contextlib.contextmanager
+    def _deeper(self, where: str):
+        if self._depth >= _MAX_DEPTH:
+            raise ValueError(
+                f"cannot save {where}: containers are nested more than "
+                f"{_MAX_DEPTH} levels deep"
+            )
+        self._depth += 1
         try:
             yield
         finally:
-            self._open.discard(ident)
+            self._depth -= 1
 
 
 def _encode_scalar(obj):
@@ -333,6 +400,101 @@ def _type_name(obj) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def _resolve_target(path) -> str:
+    """The file that saving to ``path`` replaces: symbolic links followed."""
+    # Replacing the link itself would turn it into a plain file and leave the
+    # file it points to stale; open() would write through it.  The temporary
+    # file then goes next to the real file, on its file system.
+    target = os.path.realpath(os.fsdecode(os.fspath(path)))
+    # realpath returns a link it cannot resolve, i.e. one in a loop, as is;
+    # open() would fail with ELOOP, and so does this.
+    if os.path.islink(target):
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), os.fsdecode(os.fspath(path)))
+    return target
+
+
+def _temp_stem(name: str) -> str:
+    """The target's name as it appears in its temporary files' names."""
+    # The rest of a temporary file's name takes at most 100 bytes, and names
+    # are limited to 255 on common file systems; a long name is shortened,
+    # with a digest so that it still identifies the target.
+    raw = os.fsencode(name)
+    if len(raw) <= 128:
+        return name
+    return f"{name[:32]}~{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def _host_token() -> str:
+    # Only characters that cannot be confused with the separators around it.
+    return re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname())[:64] or "unknown"
+
+
+def _create_temporary(directory: str, stem: str) -> tuple[int, str]:
+    """Create ``.STEM.nbopt-tmp.HOST.PID.RANDOM`` in ``directory``, mode 0600.
+
+    The host and PID say who owns the file, so that a later save can tell a
+    leftover of a killed process from one that another process is writing.
+    """
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
+             | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    prefix = f".{stem}.{_TEMP_MARKER}.{_host_token()}.{os.getpid()}."
+    for _ in range(100):
+        tmp = os.path.join(directory, prefix + secrets.token_hex(6))
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", tmp)
+
+
+def _remove_stale_temporaries(directory: str, stem: str) -> None:
+    """Delete temporary files for this target left behind by dead processes.
+
+    Only files named exactly as :func:`_create_temporary` names them for this
+    target and this host, whose PID belongs to no running process, are
+    removed: never another target's, another host's (its PIDs mean nothing
+    here) or a live process's, which may be writing it right now.  Best
+    effort: errors are ignored, the save goes ahead regardless.
+    """
+    # os.kill(pid, 0) probes for a process on POSIX, but on Windows it
+    # terminates it.
+    if os.name != "posix":
+        return
+    pattern = re.compile(
+        re.escape(f".{stem}.{_TEMP_MARKER}.{_host_token()}.") + r"([1-9][0-9]{0,9})\.[0-9a-f]{12}"
+    )
+    stale = []
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            with contextlib.suppress(OSError):
+                if (match and entry.is_file(follow_symlinks=False)
+                        and not _process_exists(int(match[1]))):
+                    stale.append(entry.path)
+    for leftover in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        # PermissionError: it exists, owned by another user.  Anything else:
+        # cannot tell, so the file is kept.
+        return True
+    return True
+
+
+def _target_mode(target: str) -> int:
+    try:
+        return os.stat(target).st_mode & 0o777
+    except OSError:  # no file yet
+        return 0o666 & ~_umask()
+
+
 def _umask() -> int:
     # Linux reports the umask without changing it; elsewhere os.umask must set
     # one to read the old, which briefly affects other threads.
@@ -364,18 +526,36 @@ def _fsync_directory(directory: str) -> None:
 
 def _read(fh):
     archive_size = os.fstat(fh.fileno()).st_size
-    contents = np.load(fh, allow_pickle=False)
-    if not isinstance(contents, np.lib.npyio.NpzFile):
-        raise ValueError("not an nbopt checkpoint (a single .npy array, not an .npz archive)")
-    with contents as npz:
-        if _STRUCTURE not in npz.files:
-            raise ValueError(f"not an nbopt checkpoint (no {_STRUCTURE!r} member)")
-        shape, dtype = _member_header(npz, _STRUCTURE, archive_size)
+    # Sniffed here rather than left to np.load, which would take anything
+    # that is neither a zip archive nor a .npy file for a pickle, and say so.
+    magic = fh.read(6)
+    fh.seek(0)
+    if not magic:
+        raise _NotACheckpoint("the file is empty")
+    if magic == np.lib.format.MAGIC_PREFIX:
+        raise _NotACheckpoint("a single .npy array, not an .npz archive")
+    # A local file header, or the end record of an empty archive.
+    if magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise _NotACheckpoint("not an .npz archive")
+    # zipfile itself, not np.load's NpzFile: that maps both "a0" and "a0.npy"
+    # to the key "a0", so the member read could differ from the one checked.
+    with zipfile.ZipFile(fh) as archive:
+        names = archive.namelist()
+        if len(set(names)) != len(names):
+            # zipfile reads the last of them and numpy, or another reader,
+            # perhaps the first: which one is the checkpoint is not defined.
+            twice = min(n for n, count in collections.Counter(names).items() if count > 1)
+            raise ValueError(f"the archive has several members named {twice!r}")
+        if _STRUCTURE + ".npy" not in names:
+            raise _NotACheckpoint(f"no {_STRUCTURE!r} member")
+        header = _member_header(archive, _STRUCTURE, archive_size)
+        shape, dtype = header[0], header[2]
         if dtype != np.uint8 or len(shape) != 1:
-            raise ValueError(f"not an nbopt checkpoint ({_STRUCTURE!r} is not 1-D uint8)")
-        structure = json.loads(npz[_STRUCTURE].tobytes().decode("utf-8"))
+            raise _NotACheckpoint(f"{_STRUCTURE!r} is not 1-D uint8")
+        blob = _member_data(archive, _STRUCTURE, header).tobytes()
+        structure = json.loads(blob.decode("utf-8"))
         if not isinstance(structure, dict) or structure.get("format") != _FORMAT:
-            raise ValueError(f"not an nbopt checkpoint (format marker is not {_FORMAT!r})")
+            raise _NotACheckpoint(f"format marker is not {_FORMAT!r}")
         version = structure.get("version")
         if type(version) is not int or version < 1:
             raise ValueError(f"bad format version {version!r}")
@@ -386,41 +566,116 @@ def _read(fh):
             )
         if "root" not in structure:
             raise ValueError("the structure description has no 'root'")
-        return _Decoder(npz, archive_size).decode(structure["root"], "obj")
+        return _Decoder(archive, archive_size).decode(structure["root"], "obj")
 
 
-def _member_header(npz, name: str, archive_size: int):
-    """Shape and dtype of member ``name``, checked against its stored size.
+@contextlib.contextmanager
+def _reading_member(name: str):
+    """Report any failure to read member ``name`` as ``ValueError`` naming it.
+
+    A damaged member fails deep in zipfile or numpy's header parser, with
+    messages such as "unpack requires a buffer of 8 bytes" that say neither
+    what nor where.
+    """
+    try:
+        yield
+    except MemoryError:
+        raise
+    except OSError as exc:
+        # As in load: EINVAL comes from a corrupt offset, the rest is real I/O.
+        if exc.errno != errno.EINVAL:
+            raise
+        raise ValueError(f"corrupt member {name!r}: {exc}") from exc
+    except Exception as exc:
+        raise ValueError(f"corrupt member {name!r}: {exc or type(exc).__name__}") from exc
+
+
+def _member_header(archive: zipfile.ZipFile, name: str, archive_size: int):
+    """Validated header of member ``name``: (shape, fortran_order, dtype, size).
 
     numpy allocates the array that a ``.npy`` header announces before reading
     any data, so a corrupt or crafted header could ask for petabytes.  Checking
     first that the data fits in the member, and the member in the file, bounds
     what loading allocates by the size of the file.
     """
-    info = npz.zip.getinfo(name + ".npy")
-    if info.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
-        raise ValueError(f"member {name!r} is encrypted")
-    if info.compress_type != zipfile.ZIP_STORED or info.file_size > archive_size:
-        raise ValueError(f"member {name!r} is compressed or larger than the file")
-    with npz.zip.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-        else:  # 3.0 exists only for structured dtypes, which save never writes
-            raise ValueError(f"member {name!r} has unsupported .npy version {version}")
-        header_size = member.tell()
-    if math.prod(shape) * dtype.itemsize > info.file_size - header_size:
-        raise ValueError(f"member {name!r} is shorter than its header says")
-    return shape, dtype
+    with _reading_member(name):
+        info = archive.getinfo(name + ".npy")
+        if info.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
+            raise ValueError("it is encrypted")
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > archive_size:
+            raise ValueError("it is compressed or larger than the file")
+        with archive.open(info) as member:
+            head = _read_exactly(member, 8, "magic string")
+            if head[:6] != np.lib.format.MAGIC_PREFIX:
+                raise ValueError("it is not a .npy array")
+            version = (head[6], head[7])
+            if version not in ((1, 0), (2, 0)):
+                # 3.0 exists only for structured dtypes, which save never writes
+                raise ValueError(f"unsupported .npy version {version}")
+            length_field = _read_exactly(member, 2 if version == (1, 0) else 4,
+                                         "header length")
+            length = int.from_bytes(length_field, "little")
+            # Before numpy's parser sees it, whose own refusal suggests
+            # trusting the file with allow_pickle.
+            if length > _MAX_HEADER_SIZE:
+                raise ValueError(f"its header of {length} bytes is implausibly long")
+            text = _read_exactly(member, length, "header")
+        parse = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                 else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = parse(io.BytesIO(length_field + text))
+        # Arrays are built from raw bytes below, which is sound only for
+        # these dtypes; an object array in particular would need unpickling.
+        if dtype.str not in _DTYPE_BY_STR:
+            raise ValueError(f"unsupported dtype {dtype}")
+        if any(n < 0 for n in shape):
+            raise ValueError(f"negative dimension in shape {shape}")
+        header_size = len(head) + len(length_field) + length
+        data_size = math.prod(shape) * dtype.itemsize
+        # Exactly: a member with bytes to spare would leave them unread, and
+        # zipfile checks the CRC only on reading a member to its end.
+        if data_size > info.file_size - header_size:
+            raise ValueError("it is shorter than its header says")
+        if data_size < info.file_size - header_size:
+            raise ValueError("it is longer than its header says")
+    return shape, fortran_order, dtype, header_size
+
+
+def _member_data(archive: zipfile.ZipFile, name: str, header) -> np.ndarray:
+    """The array in member ``name``, whose header ``_member_header`` returned."""
+    shape, fortran_order, dtype, header_size = header
+    with _reading_member(name):
+        # Allocated here and filled in place: the array owns its memory, is
+        # writable and is never held twice, as bytes and as an array.
+        array = np.empty(shape, dtype, order="F" if fortran_order else "C")
+        buffer = memoryview(array.reshape(-1, order="A").view(np.uint8))
+        with archive.open(name + ".npy") as member:
+            _read_exactly(member, header_size, "header")
+            done = 0
+            while done < len(buffer):
+                chunk = member.read(min(len(buffer) - done, 1 << 20))
+                if not chunk:
+                    raise ValueError("it is shorter than its header says")
+                buffer[done:done + len(chunk)] = chunk
+                done += len(chunk)
+            # Reading up to the end is what makes zipfile compare the CRC.
+            if member.read(1):
+                raise ValueError("it is longer than its header says")
+    return array
+
+
+def _read_exactly(stream, size: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise ValueError(f"it ends within its {what}")
+    return data
 
 
 class _Decoder:
     """Rebuilds a structure from its nodes, validating each one."""
 
-    def __init__(self, npz, archive_size: int):
-        self._npz = npz
+    def __init__(self, archive: zipfile.ZipFile, archive_size: int):
+        self._archive = archive
+        self._names = set(archive.namelist())
         self._archive_size = archive_size
 
     def decode(self, node, where: str):
@@ -454,20 +709,16 @@ class _Decoder:
         name = _field(node, "name", str, where)
         dtype = _dtype(node, where)
         shape = _field(node, "shape", list, where)
-        if name == _STRUCTURE or name not in self._npz.files:
+        if name == _STRUCTURE or name + ".npy" not in self._names:
             raise ValueError(f"the array {name!r} for {where} is missing from the file")
-        stored_shape, stored_dtype = _member_header(self._npz, name, self._archive_size)
+        header = _member_header(self._archive, name, self._archive_size)
+        stored_shape, _, stored_dtype, _ = header
         if stored_dtype != dtype or list(stored_shape) != shape:
             raise ValueError(
                 f"the array {name!r} for {where} is {stored_dtype}{list(stored_shape)}, "
                 f"but the structure says {dtype}{shape}"
             )
-        # The check above already refuses object members; np.load's
-        # allow_pickle=False would also raise here before unpickling anything.
-        array = self._npz[name]
-        if not (array.flags.writeable and array.flags.owndata):
-            array = array.copy(order="K")
-        return array
+        return _member_data(self._archive, name, header)
 
 
 def _decode_key(node, where: str):

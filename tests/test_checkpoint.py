@@ -459,13 +459,16 @@ def test_plain_npz_is_not_a_checkpoint(tmp_path):
         load(path)
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"hello world\n", b"PK\x03\x04garbage", b"\x80\x04K\x01."]
-)
-def test_non_npz_files_raise_valueerror(tmp_path, content):
+@pytest.mark.parametrize("content, match", [
+    (b"", "is not an nbopt checkpoint"),
+    (b"hello world\n", "is not an nbopt checkpoint"),
+    (b"\x80\x04K\x01.", "is not an nbopt checkpoint"),  # a pickle
+    (b"PK\x03\x04garbage", "cannot load nbopt checkpoint"),  # a damaged zip
+])
+def test_non_npz_files_raise_valueerror(tmp_path, content, match):
     path = tmp_path / "junk"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match="cannot load nbopt checkpoint"):
+    with pytest.raises(ValueError, match=match):
         load(path)
 
 
