@@ -26,12 +26,14 @@ class Case:
     options: dict
     group1: dict = field(default_factory=dict)   # overrides of the second group
     tensor_lr: bool = False    # pass lr as a 1-element array / tensor
+    tensor_betas: bool = False  # pass the constructor's betas as 0-d float32 arrays / tensors
 
     @property
     def id(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
         g1 = ",".join(f"{k}={v}" for k, v in sorted(self.group1.items()))
         extra = "-tensor_lr" if self.tensor_lr else ""
+        extra += "-tensor_betas" if self.tensor_betas else ""
         return f"{self.cls}({opts})[{g1}]{extra}".replace(" ", "")
 
 
@@ -160,6 +162,76 @@ CASES = [
     Case("NAdam", dict(), dict(lr=0.02, maximize=True, momentum_decay=0.5)),
     Case("NAdam", dict(lr=0.01, weight_decay=0.1, foreach=True), dict(lr=0.02)),
 ]
+
+# torch's flags whose CPU update differs from its default (for-loop) path, and
+# Tensor betas: driven by tests/test_torch_variants.py, recorded by
+# tests/make_reference.py in tests/data/torch_variants_reference.npz.  Rows
+# where torch's variant differs by more than the tolerance (float64) and rows
+# where it differs element-wise only (an ulp or two per step).  torch computes
+# some of these scalars with its CPU sqrt (MKL), which is 1 ulp off the
+# correctly rounded root on ~0.7% of inputs: the Adam rows keep beta2 away
+# from values whose ``1 - beta2**t`` hits such an input within STEPS (0.9 and
+# 0.99 do, at t=29 and t=40), and the ASGD rows keep alpha != 0.5.
+VARIANT_CASES = [
+    # foreach=True: ASGD's eta from the float32 step tensor
+    Case("ASGD", dict(lr=0.05, t0=10, foreach=True), dict(lr=0.02)),
+    Case("ASGD", dict(lr=0.05, lambd=0.01, alpha=1.5, t0=5, weight_decay=0.1, maximize=True,
+                      foreach=True), dict(lambd=0.1, alpha=0.75, t0=1e6)),
+    Case("ASGD", dict(lr=0.05, lambd=0.05, t0=10, foreach=True), dict(), tensor_lr=True),
+    Case("ASGD", dict(lr=0.05, lambd=0.02, alpha=3.0, t0=7.5, foreach=True),
+         dict(lr=0.01, alpha=1.0), tensor_lr=True),
+    # foreach=True: a Tensor lr read with .item() (Adamax, NAdam), or folded into
+    # one float32 multiplier (RAdam)
+    Case("Adamax", dict(lr=0.01, weight_decay=0.1, maximize=True, foreach=True), dict(lr=0.03),
+         tensor_lr=True),
+    Case("Adamax", dict(lr=0.01, betas=(0.8, 0.99), foreach=True), dict(betas=(0.95, 0.9)),
+         tensor_lr=True),
+    Case("RAdam", dict(lr=0.01, foreach=True), dict(lr=0.005, betas=(0.5, 0.75))),
+    Case("RAdam", dict(lr=0.01, betas=(0.3, 0.5), foreach=True), dict(betas=(0.5, 0.75)),
+         tensor_lr=True),
+    Case("RAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True,
+                       foreach=True), dict(), tensor_lr=True),
+    Case("NAdam", dict(lr=0.01, weight_decay=0.1, foreach=True), dict(), tensor_lr=True),
+    Case("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True,
+                       foreach=True), dict(momentum_decay=0.5), tensor_lr=True),
+    # differentiable=True: float32 tensor bias corrections (Adam), tensor
+    # mu_product arithmetic (NAdam)
+    Case("Adam", dict(lr=0.01, differentiable=True), dict(lr=0.005)),
+    Case("Adam", dict(lr=0.01, amsgrad=True, maximize=True, weight_decay=0.05,
+                      differentiable=True), dict(eps=1e-3, betas=(0.5, 0.95))),
+    Case("Adam", dict(lr=0.01, differentiable=True), dict(), tensor_lr=True),
+    Case("AdamW", dict(lr=0.01, amsgrad=True, weight_decay=0.05, differentiable=True),
+         dict(weight_decay=0.5)),
+    Case("AdamW", dict(lr=0.01, weight_decay=0.1, betas=(0.8, 0.98), differentiable=True),
+         dict(), tensor_lr=True),
+    Case("NAdam", dict(lr=0.01, weight_decay=0.1, differentiable=True), dict(momentum_decay=0.0)),
+    Case("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True,
+                       differentiable=True), dict(lr=0.02), tensor_lr=True),
+    # fused=True (float32/float64 only, as torch): its own element formulas,
+    # and every hyper-parameter read as a C double
+    Case("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, fused=True),
+         dict(momentum=0.5)),
+    Case("SGD", dict(lr=0.05, momentum=0.9, fused=True), dict(), tensor_lr=True),
+    Case("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.05, fused=True), dict(lr=0.02)),
+    Case("Adam", dict(lr=0.01, fused=True), dict(), tensor_lr=True),
+    Case("AdamW", dict(lr=0.01, weight_decay=0.1, fused=True), dict(amsgrad=True),
+         tensor_lr=True),
+    Case("Adagrad", dict(lr=0.05, lr_decay=0.01, fused=True), dict(lr_decay=0.1)),
+    Case("Adagrad", dict(lr=0.05, lr_decay=0.02, fused=True), dict(), tensor_lr=True),
+    # Tensor betas (0-d float32): float32 tensor bias corrections on every path
+    Case("Adam", dict(lr=0.01, weight_decay=0.1), dict(lr=0.02), tensor_betas=True),
+    Case("Adam", dict(lr=0.01, amsgrad=True, betas=(0.8, 0.95)), dict(), tensor_lr=True,
+         tensor_betas=True),
+    Case("AdamW", dict(lr=0.01, weight_decay=0.1, differentiable=True), dict(),
+         tensor_betas=True),
+    Case("Adam", dict(lr=0.01, fused=True), dict(), tensor_lr=True, tensor_betas=True),
+]
+
+
+def variant_dtypes(case: Case) -> tuple[str, ...]:
+    """torch's fused kernels refuse complex parameters."""
+    return DTYPES[:2] if case.options.get("fused") else DTYPES
+
 
 # Shapes of the parameters: group 0 holds two, group 1 one.
 SHAPES = [[(3, 4), (5,)], [(2, 3)]]

@@ -11,16 +11,22 @@ Per element, with host scalars already rounded to the parameter dtype::
     p = p + (-lr / bc1) * m / (sqrt(v or vmax) / sqrt(bc2) + eps)
 
 with ``bc1 = 1 - beta1**t`` and ``bc2 = 1 - beta2**t`` computed on the host in
-float64 at the parameter's own step count ``t``, as torch does.
+float64 at the parameter's own step count ``t``, as torch does.  torch's other
+paths round these scalars otherwise, and so does adam_scalars: Tensor betas
+and ``differentiable=True`` make them float32 tensor arithmetic (the latter
+also moves the step size into the denominator: the same formula with a step
+size of 1), ``fused=True`` reads every hyper-parameter as a double.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import bias_correction, chunk_views, cpu_kernels, fma, lerp, to_scalar
+from ._common import (bias_correction, chunk_views, cpu_kernels, fma, lerp, tensor_div,
+                      tensor_pow, tensor_value, to_scalar)
 
 
 def adam_update(p, g, m, v, vmax, wd, decay, w1, beta2, omb2, neg_step_size, bc2_sqrt, eps,
@@ -81,9 +87,40 @@ def adam_scalars(group, t, fresh, old, new):
     lr = to_scalar(group["lr"])
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
     wd = to_scalar(group["weight_decay"])
+    eps = group["eps"]
+    if group.get("fused"):
+        # torch's fused kernel takes every hyper-parameter as a C double (a
+        # Tensor's .item()) and computes its step size in double
+        lr, beta1, beta2, wd = float(lr), float(beta1), float(beta2), float(wd)
+    if group.get("differentiable"):
+        return _differentiable_scalars(lr, beta1, beta2, wd, eps, t)
+    if isinstance(beta1, np.ndarray):
+        # Tensor betas (both or neither, as torch checks): the bias corrections
+        # and the step size are float32 tensor arithmetic
+        b1, b2 = tensor_value(beta1), tensor_value(beta2)
+        step_size = tensor_div(tensor_value(lr), 1 - tensor_pow(b1, t))
+        bc2_sqrt = tensor_pow(1 - tensor_pow(b2, t), 0.5)
+        # lerp_'s weight is 1 - beta1 cast to the parameter dtype: exact in double
+        return (wd, 1 - lr * wd, 1 - float(b1), b2, 1 - b2, -step_size, bc2_sqrt, eps)
     step_size = lr / bias_correction(beta1, t)
     bc2_sqrt = bias_correction(beta2, t) ** 0.5
-    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, -step_size, bc2_sqrt, group["eps"])
+    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, -step_size, bc2_sqrt, eps)
+
+
+def _differentiable_scalars(lr, beta1, beta2, wd, eps, t):
+    """torch's ``differentiable=True`` path: the bias corrections are tensors
+    computed from the float32 ``step`` tensor (float32 ``powf``, the step size
+    ``lr / bc1`` as a reciprocal times lr), and the update is
+    ``p.addcdiv_(m, sqrt(v) / (bc2_sqrt * -step_size) + eps / -step_size)``:
+    the kernel's formula with a step size of 1 and those two products in the
+    ``bc2_sqrt`` and ``eps`` columns."""
+    step = np.float32(t)
+    b1, b2 = tensor_value(beta1), tensor_value(beta2)
+    step_size_neg = -tensor_div(tensor_value(lr), 1 - tensor_pow(b1, step))
+    bc2_sqrt = np.sqrt(1 - tensor_pow(b2, step))
+    w1 = 1 - float(b1) if isinstance(b1, np.generic) else 1 - b1
+    return (wd, 1 - lr * wd, w1, b2, 1 - b2, 1.0, bc2_sqrt * step_size_neg,
+            tensor_div(eps, step_size_neg))
 
 
 def adam_flags(group):

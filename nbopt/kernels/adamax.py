@@ -10,10 +10,13 @@ Per element, with host scalars already rounded to the parameter dtype::
 
 with ``bc1 = 1 - beta1**t`` computed on the host in float64 at the
 parameter's own step count ``t``, as torch does (there is no second bias
-correction: the infinity norm is not biased towards zero).
+correction: the infinity norm is not biased towards zero).  With
+``foreach=True`` a Tensor lr enters ``lr / bc1`` as a double, as in torch's
+foreach path.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
@@ -60,6 +63,9 @@ adamax_cpu = cpu_kernels(adamax_segments)
 def adamax_scalars(group, t, fresh, old, new):
     lr = to_scalar(group["lr"])
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
+    if group.get("foreach") and isinstance(lr, np.ndarray):
+        # torch's foreach path: ``_get_value(lr) / bc``, a Tensor lr's value in double
+        lr = float(lr)
     clr = lr / bias_correction(beta1, t)
     return (to_scalar(group["weight_decay"]), 1 - beta1, beta2, group["eps"], -clr)
 

@@ -17,8 +17,9 @@ stored rounded to float32::
     eta = lr / (1 + lambd * lr * t) ** alpha      (the group's current lr)
     mu  = 1 / max(1, t - t0)
 
-The average ``ax`` is kept in the state only; it is never copied back into
-the parameter.
+With ``foreach=True`` the new ``eta`` is computed as torch's foreach path
+does, from the float32 step tensor in float32 arithmetic.  The average ``ax``
+is kept in the state only; it is never copied back into the parameter.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, fma, to_scalar
+from ._common import (chunk_views, cpu_kernels, fma, tensor_div, tensor_pow, tensor_value,
+                      to_scalar)
 
 
 def asgd_update(p, g, ax, wd, decay, neg_eta, mu, average, maximize, wd_on):
@@ -69,15 +71,6 @@ def asgd_segments(segments, chunks, scalars, ax_state, maximize, wd_on):
 asgd_cpu = cpu_kernels(asgd_segments)
 
 
-def _torch_pow(base, exponent):
-    """``base ** exponent`` as torch computes it: a float32 0-d tensor base (a
-    Tensor lr) is raised in double precision and the result rounded to
-    float32 (NumPy's float32 power would round differently)."""
-    if isinstance(base, (np.ndarray, np.floating)):
-        return np.asarray(float(base) ** exponent, dtype=base.dtype)[()]
-    return base ** exponent
-
-
 def asgd_scalars(group, t, fresh, old, new):
     eta, mu = old          # the stored float32 values torch reads with .item()
     wd = group["weight_decay"]
@@ -93,9 +86,17 @@ def _as_tensor(x):
 def asgd_advance(group, t, old, dtype):
     # torch: eta.copy_(torch.as_tensor(...)), mu.copy_(torch.as_tensor(...)):
     # rounded by as_tensor first, then by the state's own dtype on storing
-    lr = to_scalar(group["lr"])
+    lr = tensor_value(to_scalar(group["lr"]))
     lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
-    new_eta = _as_tensor(lr / _torch_pow(1 + lambd * lr * t, alpha))
+    if group.get("foreach"):
+        # torch's foreach path takes the float32 ``step`` tensor itself (not
+        # its .item()): every operation is float32 tensor arithmetic, and the
+        # final lr / (...) with a Python lr is a reciprocal times lr
+        base = 1 + lambd * lr * np.float32(t)
+        new_eta = tensor_div(lr, tensor_pow(base, alpha))
+    else:
+        # with a Tensor lr the power is torch's 0-d tensor ** float (tensor_pow)
+        new_eta = _as_tensor(lr / tensor_pow(1 + lambd * lr * t, alpha))
     new_mu = _as_tensor(1 / max(1, t - t0))
     return (new_eta, new_mu)
 

@@ -24,7 +24,10 @@ torch's Python code computes them)::
 
 ``mu_product`` is a per-parameter float32 scalar, as torch keeps it (its
 in-place ``mu_product *= mu`` multiplies in float32); the coefficients use
-its stored float32 value.
+its stored float32 value.  ``foreach=True`` takes a Tensor lr's value in
+double for ``c_grad`` and ``c_avg``; ``differentiable=True`` computes them
+with ``mu_product`` as a tensor (``1 - mu_product`` and the divisions in its
+dtype), as torch's paths do.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import bias_correction, chunk_views, cpu_kernels, fma, lerp, to_scalar
+from ._common import (bias_correction, chunk_views, cpu_kernels, fma, lerp, tensor_div,
+                      tensor_value, to_scalar)
 
 
 def nadam_update(p, g, m, v, wd, decay, w1, beta2, omb2, bc2, eps, c_grad, c_avg,
@@ -89,10 +93,31 @@ def nadam_scalars(group, t, fresh, old, new):
     mu = _mu(group, t)
     mu_next = _mu(group, t + 1)
     (mu_product,) = new    # the stored float32 value torch reads with .item()
-    mu_product_next = mu_product * mu_next
+    if group.get("differentiable"):
+        c_grad, c_avg = _differentiable_coefficients(lr, mu, mu_next, mu_product,
+                                                     getattr(new, "dtype", np.float32))
+    else:
+        # torch's foreach path reads a Tensor lr with .item(): these two
+        # coefficients are then double arithmetic (the decay 1 - lr * wd is not)
+        lr_c = float(lr) if group.get("foreach") and isinstance(lr, np.ndarray) else lr
+        c_grad = -lr_c * (1.0 - mu) / (1.0 - mu_product)
+        c_avg = (-lr_c * mu_next) / (1.0 - mu_product * mu_next)
     return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction(beta2, t),
-            group["eps"], -lr * (1.0 - mu) / (1.0 - mu_product),
-            (-lr * mu_next) / (1.0 - mu_product_next))
+            group["eps"], c_grad, c_avg)
+
+
+def _differentiable_coefficients(lr, mu, mu_next, mu_product, dtype):
+    """torch's ``differentiable=True`` path keeps ``mu_product`` a tensor of
+    ``dtype`` (the state's: float32, or float64 once loaded into float64
+    params): ``1 - mu_product``, ``mu_product * mu_next`` and the divisions by
+    them are tensor arithmetic in it (a Python number divided by a tensor is a
+    reciprocal times the number)."""
+    mu_product = dtype(mu_product)
+    lr = tensor_value(lr)
+    c_grad = tensor_div(-lr * (1.0 - mu), 1.0 - mu_product)
+    c_avg = tensor_div(-lr * mu_next, 1.0 - mu_product * mu_next)
+    return c_grad, c_avg
+
 
 
 def nadam_advance(group, t, old, dtype):

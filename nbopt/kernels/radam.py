@@ -24,7 +24,9 @@ torch's Python code computes them)::
     rect = sqrt((rho_t - 4) (rho_t - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho_t))
 
 The branch on ``rho_t > 5`` is taken per parameter on the host; the kernel
-gets it as a 0/1 column of the scalar row.
+gets it as a 0/1 column of the scalar row.  With ``foreach=True`` the step
+size is torch's foreach one, a single multiplier per parameter (float32 with
+a Tensor lr), passed with the other factors set to 1.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import math
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import bias_correction, chunk_views, cpu_kernels, fma, lerp, to_scalar
+from ._common import (bias_correction, chunk_views, cpu_kernels, fma, lerp, tensor_value,
+                      to_scalar)
 
 
 def radam_update(p, g, m, v, wd, decay, w1, beta2, omb2, bc1, lr, eps, bc2_sqrt, rect, one,
@@ -103,8 +106,33 @@ def radam_scalars(group, t, fresh, old, new):
         # never used by the kernel; torch does not compute it (it may be complex)
         rect = 0.0
         rectified = 0.0
+    if group.get("foreach"):
+        return _foreach_scalars(lr, wd, beta1, beta2, bias_correction1, bias_correction2,
+                                rect, rectified, group["eps"])
     return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction1, lr, group["eps"],
             bias_correction2 ** 0.5, rect, 1.0, rectified)
+
+
+def _foreach_scalars(lr, wd, beta1, beta2, bias_correction1, bias_correction2, rect,
+                     rectified, eps):
+    """torch's foreach path folds the step size into one multiplier per
+    parameter, computed in the Tensor lr's dtype (float32) when lr is a Tensor::
+
+        rectified:    bc2**0.5 * (lr * rect / bc1) * -1   (divides sqrt(v) + eps)
+        unrectified:  (lr * 1.0 / bc1) * -1                (multiplies m)
+
+    The kernel gets it with bc1, lr or bc2_sqrt, and rect set to 1 (the
+    element-wise grouping stays the single-tensor one: within an ulp or two
+    per step)."""
+    lr_ = tensor_value(lr)
+    if rectified:
+        step = (bias_correction2 ** 0.5) * (lr_ * rect / bias_correction1) * -1
+        lr_col, bc2_col = 1.0, -step
+    else:
+        step = (lr_ * 1.0 / bias_correction1) * -1
+        lr_col, bc2_col = -step, 1.0
+    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, 1.0, lr_col, eps, bc2_col, 1.0,
+            1.0, rectified)
 
 
 def radam_flags(group):

@@ -50,7 +50,7 @@ def squeeze_scalar(x):
 
 FLAGS_DOC = """\
     foreach, fused, capturable, differentiable : optional
-        Accepted for torch compatibility and stored in the param groups; they
-        select torch kernel variants that compute the same update, so here
-        they change nothing (fused still rejects ``differentiable`` and
-        ``foreach=True`` with torch's errors)."""
+        Stored in the param groups, as torch's.  Where one of them makes
+        torch compute its per-step scalars differently, nbopt computes them
+        as that path does (see :ref:`torch-flags`); fused still rejects ``differentiable``
+        and ``foreach=True`` with torch's errors."""

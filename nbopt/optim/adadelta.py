@@ -33,14 +33,14 @@ class Adadelta(ElementwiseOptimizer):
     weight_decay : float, default 0
         L2 penalty :math:`\lambda`.
     foreach : bool, optional
-        Accepted for torch compatibility (positional, as in torch); it changes
-        nothing here.
+        Stored in the param groups (positional, as in torch); it changes
+        nothing, in torch either (see :ref:`torch-flags`).
     capturable : bool, default False
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups; it changes nothing here.
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     differentiable : bool, default False
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups; it changes nothing, in torch either.
 
     State
     -----

@@ -58,13 +58,14 @@ class Adagrad(ElementwiseOptimizer):
     eps : float, default 1e-10
         Added to the denominator :math:`\sqrt{s_t}`.
     foreach : bool, optional
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups, as torch's; it changes nothing here.
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     differentiable, fused : optional
-        Accepted for torch compatibility; they change nothing here (``fused``
-        still rejects ``differentiable`` and ``foreach=True`` with torch's
-        errors).
+        Stored in the param groups, as torch's.  ``fused=True`` reads a
+        Tensor lr as a double, as torch's fused kernel (and rejects
+        ``differentiable`` and ``foreach=True`` with torch's errors);
+        ``differentiable`` changes nothing.  See :ref:`torch-flags`.
 
     State
     -----

@@ -45,7 +45,11 @@ class Adam(ElementwiseOptimizer):
     decoupled_weight_decay : bool, default False
         Apply weight decay to the parameter directly (AdamW).
     foreach, capturable, differentiable, fused : optional
-        Accepted for torch compatibility; they change nothing here.
+        Stored in the param groups, as torch's.  ``differentiable=True``
+        computes the bias corrections as torch's differentiable path does
+        (float32 tensors), and ``fused=True`` reads a Tensor lr or Tensor
+        betas as doubles, as torch's fused kernel; ``foreach`` and
+        ``capturable`` change nothing.  See :ref:`torch-flags`.
 
     State
     -----
@@ -130,7 +134,7 @@ class AdamW(Adam):
     weight_decay : float, default 1e-2
         Decoupled weight decay :math:`\lambda`.
     foreach, capturable, differentiable, fused : optional
-        Accepted for torch compatibility; they change nothing here.
+        As for :class:`Adam` (see :ref:`torch-flags`).
 
     Examples
     --------

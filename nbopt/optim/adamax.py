@@ -37,12 +37,13 @@ class Adamax(ElementwiseOptimizer):
     weight_decay : float, default 0
         L2 penalty :math:`\lambda`.
     foreach : bool or None, default None
-        Accepted for torch compatibility (positional, as in torch); it changes
-        nothing here.
+        Stored in the param groups (positional, as in torch).  With a Tensor
+        lr, ``foreach=True`` reads it as a double for the step size, as
+        torch's foreach path; otherwise it changes nothing (see :ref:`torch-flags`).
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     differentiable, capturable : bool, default False
-        Accepted for torch compatibility; they change nothing here.
+        Stored in the param groups; they change nothing here.
 
     State
     -----

@@ -44,11 +44,13 @@ class ASGD(ElementwiseOptimizer):
     weight_decay : float, default 0
         L2 penalty :math:`\lambda`.
     foreach : bool or None, default None
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups.  ``foreach=True`` computes the next
+        ``eta`` in float32 from the float32 step count, as torch's foreach
+        path (see :ref:`torch-flags`).
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     differentiable, capturable : bool, default False
-        Accepted for torch compatibility; they change nothing here.
+        Stored in the param groups; they change nothing here.
 
     State
     -----

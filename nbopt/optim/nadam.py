@@ -50,11 +50,15 @@ class NAdam(ElementwiseOptimizer):
     decoupled_weight_decay : bool, default False
         Apply weight decay to the parameter directly, as AdamW (NAdamW).
     foreach : bool or None, default None
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups.  With a Tensor lr, ``foreach=True`` reads
+        it as a double for the step coefficients, as torch's foreach path;
+        otherwise it changes nothing (see :ref:`torch-flags`).
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     capturable, differentiable : bool, default False
-        Accepted for torch compatibility; they change nothing here.
+        Stored in the param groups.  ``differentiable=True`` computes the
+        step coefficients in the dtype of the ``mu_product`` tensor, as
+        torch's differentiable path; ``capturable`` changes nothing.
 
     State
     -----

@@ -50,11 +50,13 @@ class RAdam(ElementwiseOptimizer):
     decoupled_weight_decay : bool, default False
         Apply weight decay to the parameter directly, as AdamW (RAdamW).
     foreach : bool or None, default None
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups.  ``foreach=True`` folds the step size
+        into one multiplier per parameter, in float32 with a Tensor lr, as
+        torch's foreach path (see :ref:`torch-flags`).
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     capturable, differentiable : bool, default False
-        Accepted for torch compatibility; they change nothing here.
+        Stored in the param groups; they change nothing here.
 
     State
     -----

@@ -45,13 +45,14 @@ class RMSprop(ElementwiseOptimizer):
         Normalise the gradient by an estimate of its variance
         (:math:`v_t - \bar g_t^2`) instead of its second moment.
     capturable : bool, default False
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups; it changes nothing here.
     foreach : bool, optional
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups; it changes nothing, in torch either (see
+        :ref:`torch-flags`).
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     differentiable : bool, default False
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups; it changes nothing, in torch either.
 
     State
     -----

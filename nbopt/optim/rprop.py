@@ -44,13 +44,14 @@ class Rprop(ElementwiseOptimizer):
     step_sizes : (float, float), default (1e-6, 50)
         The minimal and maximal step sizes :math:`(\Gamma_{min}, \Gamma_{max})`.
     capturable : bool, default False
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups; it changes nothing here.
     foreach : bool, optional
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups; it changes nothing, in torch either (see
+        :ref:`torch-flags`).
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     differentiable : bool, default False
-        Accepted for torch compatibility; it changes nothing here.
+        Stored in the param groups; it changes nothing, in torch either.
 
     State
     -----

@@ -38,7 +38,9 @@ class SGD(ElementwiseOptimizer):
     maximize : bool, default False
         Maximize the objective instead of minimizing it.
     foreach, differentiable, fused : optional
-        Accepted for torch compatibility; they change nothing here.
+        Stored in the param groups, as torch's; they change nothing here
+        (torch's fused kernel groups the element-wise operations a little
+        differently, an ulp or two per step: see :ref:`torch-flags`).
 
     State
     -----
