@@ -16,10 +16,37 @@ reads them at every step).
     package directory is not writable Numba falls back to a user cache
     directory (``NUMBA_CACHE_DIR`` chooses one); if none is writable the
     kernels are compiled in memory at every start.
+
+**Threading layers.**  Steps that reach ``PARALLEL_THRESHOLD`` run
+``parallel=True`` kernels on Numba's threading layer (``NUMBA_THREADING_LAYER``;
+by default the first of tbb, omp, workqueue that loads).  nbopt learns the
+layer before its first parallel launch (``parallel_allowed()`` starts Numba's
+layer, which runs no kernel, once, under a lock) and runs the serial kernels,
+which compute the same values element for element, in two cases:
+
+* the layer is ``workqueue``: it costs 45-70 us per launch and aborts the
+  process when two threads launch at once;
+* a process forked (``os.fork``, multiprocessing's default ``fork`` start
+  method on Linux) from one whose layer is GNU OpenMP (``omp`` on Linux):
+  libgomp is not fork-safe, so Numba terminates such a child at its first
+  parallel launch, and a grandchild hangs in it.  An ``os.register_at_fork``
+  hook makes the child serial-only; every serial/parallel choice (LBFGS,
+  sparse and averaging kernels included: :func:`runs_parallel`) and every
+  step plan cached before the fork follow it.  The parent, ``spawn`` and
+  ``forkserver`` children, children forked before the layer started, and
+  children of a tbb or workqueue process are unaffected.
+  ``NUMBA_THREADING_LAYER=tbb`` (with the ``tbb`` package) keeps forked
+  children parallel.
+
+If no layer loads (``NUMBA_THREADING_LAYER=tbb`` without the ``tbb`` package),
+large steps run the serial kernels after one warning.
 """
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import warnings
 
 
 def _env_int(name: str, default: int) -> int:
@@ -53,22 +80,83 @@ def get_num_threads() -> int:
     return numba.get_num_threads()
 
 
+# None until decided: True runs serial kernels only, False allows parallel ones.
+# Read without a lock on every non-steady step.
 _serial_only: bool | None = None
+_decide_lock = threading.Lock()
 
 
 def parallel_allowed() -> bool:
-    """False once Numba turns out to run the ``workqueue`` threading layer: it
-    costs 45-70 us per launch and is not thread-safe, so serial kernels win."""
-    return not _serial_only
+    """Whether large steps may run the ``parallel=True`` kernels.
+
+    Decided once, before the first parallel launch (see the module docstring):
+    False under Numba's ``workqueue`` layer, in a child forked from a GNU
+    OpenMP process, or when no threading layer loads.  After the first call
+    this is one global read."""
+    serial = _serial_only
+    if serial is None:
+        serial = _decide()
+    return not serial
 
 
-def note_threading_layer() -> None:
-    """Called after the first parallel launch, when Numba has chosen its layer."""
+def _decide() -> bool:
     global _serial_only
-    if _serial_only is None:
-        import numba
+    with _decide_lock:            # one thread starts Numba's layer, the others wait
+        if _serial_only is None:
+            layer = threading_layer()
+            _serial_only = layer is None or layer == "workqueue"
+        return _serial_only
 
-        try:
-            _serial_only = numba.threading_layer() == "workqueue"
-        except ValueError:  # no parallel kernel has run yet
-            pass
+
+def threading_layer() -> str | None:
+    """The threading layer Numba uses for parallel kernels in this process
+    (``"tbb"``, ``"omp"`` or ``"workqueue"``), starting it if no parallel code
+    has run yet: ``numba.get_num_threads`` loads the layer and its threads
+    without running a kernel.  ``None`` (with a warning) if no layer loads, e.g.
+    ``NUMBA_THREADING_LAYER=tbb`` without the ``tbb`` package."""
+    import numba
+
+    try:
+        numba.get_num_threads()
+        return numba.threading_layer()
+    except ValueError as exc:
+        warnings.warn(f"nbopt: no Numba threading layer loads ({exc}); "
+                      "large steps run the serial kernels", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def runs_parallel(n: int) -> bool:
+    """Whether a kernel over ``n`` elements runs its ``parallel=True`` build:
+    the one test every serial/parallel choice in nbopt makes."""
+    return n >= PARALLEL_THRESHOLD and parallel_allowed()
+
+
+def _fork_unsafe_layer() -> bool:
+    """Whether this process inherited a started GNU OpenMP layer (read from
+    Numba's modules without importing anything: nothing to do if Numba's
+    threading layer never started)."""
+    if "numba.np.ufunc.parallel" not in sys.modules:
+        return False
+    try:
+        layer = sys.modules["numba"].threading_layer()
+    except (KeyError, AttributeError, ValueError):   # not started
+        return False
+    if layer != "omp":
+        return False            # tbb and workqueue are fork-safe (Numba's docs)
+    omppool = sys.modules.get("numba.np.ufunc.omppool")
+    vendor = getattr(omppool, "openmp_vendor", "GNU" if sys.platform.startswith("linux") else "")
+    return vendor == "GNU"      # Intel and MS OpenMP are fork-safe
+
+
+def _after_fork_in_child() -> None:
+    global _serial_only, _decide_lock
+    _decide_lock = threading.Lock()     # another thread may have held it at fork
+    if _fork_unsafe_layer():
+        # every kernel choice asks runs_parallel, and every cached step plan
+        # checks parallel_allowed, so plans made in the parent (holding a
+        # parallel kernel) are dropped at the child's next step
+        _serial_only = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -7,10 +7,16 @@ counters, and a cached table of parameter addresses.  ``optimizer.state[p]``
 holds views into those arrays, so the torch-shaped ``state_dict()`` costs no
 copies and a step costs one kernel call however many parameters there are.
 
+The flat arrays are a cache of ``optimizer.state`` (an :class:`OptimizerState`),
+never a second truth: the mapping and its :class:`ParamState` entries count
+their edits, and a group whose cache may be stale compares it with the mapping
+and re-reads what changed before it steps (:meth:`FlatGroup.sync`).
+
 A step is two phases so that bad input changes nothing: :meth:`FlatGroup.prepare`
-validates every gradient and builds the work of the step without touching
-any parameter or state; :meth:`StepWork.run` then initialises new state,
-advances step counters and calls the kernel.
+validates every gradient and state edit and computes everything the step will
+write (host scalars, step counts, scalar state, kernel arguments) without
+touching any parameter or state; :meth:`StepWork.run` then applies it, and
+cannot fail half-way.  The optimizer prepares every group before running any.
 
 Sparse gradients (:class:`nbopt.parameter.SparseGrad`, or 2-D ``scipy.sparse``
 objects) go through the spec's ``sparse`` handler (:mod:`nbopt.registry`):
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
@@ -31,7 +37,8 @@ from . import config
 from .parameter import Parameter, aligned_zeros, as_sparse_grad, is_sparse_grad
 from .registry import DENSIFY, AlgorithmSpec
 
-__all__ = ["FlatGroup", "ParamState", "param_where", "sparse_rejection"]
+__all__ = ["FlatGroup", "OptimizerState", "ParamState", "parse_state", "param_where",
+           "sparse_rejection"]
 
 _EMPTY = {}
 
@@ -52,35 +59,251 @@ def sparse_rejection(spec: AlgorithmSpec) -> str:
     return f"{name} does not support sparse gradients"
 
 
+# torch's message for an in-place update whose input partly overlaps its output
+OVERLAP_MESSAGE = ("unsupported operation: some elements of the input tensor and the written-to "
+                   "tensor refer to a single memory location. Please clone() the tensor before "
+                   "performing the operation.")
+
+
+def checked_row(row, group: Mapping, group_index: int):
+    """``row`` (host scalars) if every entry is a number.
+
+    NumPy would store None as NaN and parse a string ("1e-8") when the row
+    becomes the kernel's scalar array, where torch raises TypeError; ``sum``
+    is the cheapest strict check (~0.1 us), and a failure is explained by
+    naming the option.
+    """
+    try:
+        sum(row)
+    except TypeError:
+        for key, value in group.items():
+            if key != "params" and (value is None or isinstance(value, str)) \
+                    and key not in _NON_NUMERIC_OPTIONS:
+                raise TypeError(f"param_groups[{group_index}][{key!r}] must be a number, "
+                                f"got {type(value).__name__} {value!r}") from None
+        raise
+    return row
+
+
+# options whose value may be None or a string
+_NON_NUMERIC_OPTIONS = frozenset({"foreach", "fused", "capturable", "differentiable",
+                                  "param_names", "line_search_fn", "initial_lr"})
+
+
+def read_only_message(where: str) -> str:
+    return (f"{where} is read-only (its memory is not writeable, e.g. np.frombuffer of bytes or "
+            "np.load(..., mmap_mode='r')); the optimizer updates parameters in place: pass a "
+            "writeable copy (np.array(a))")
+
+
 def param_where(group_index: int, position: int) -> str:
     return f"param_groups[{group_index}]['params'][{position}]"
 
 
+class OptimizerState(defaultdict):
+    """``optimizer.state``: torch's ``defaultdict(dict)`` keyed by parameter,
+    which counts its edits.
+
+    The engine's flat arrays are a cache of this mapping, never a second
+    truth.  Every edit of it (``clear()``, ``del state[p]``, ``state[p] = d``,
+    ...) or of a :class:`ParamState` in it bumps its ``version``.  A flat
+    group that has compared its cache with the mapping at the current version
+    knows that nothing changed (one integer comparison per step); otherwise
+    it compares them parameter by parameter and re-reads what changed before
+    its next step (:meth:`FlatGroup.sync`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(dict, *args, **kwargs)
+        self.version = 0
+
+    def __missing__(self, key):
+        # ``state[p]`` of a parameter without state: an empty entry means the
+        # same as no entry, so nothing is counted; a ParamState, so that the
+        # user's edits of it are
+        value = ParamState()
+        value._home, value._param = self, key
+        dict.__setitem__(self, key, value)
+        return value
+
+    def __reduce__(self):
+        return (OptimizerState, (), None, None, iter(self.items()))
+
+    def __copy__(self):
+        return OptimizerState(self)
+
+    copy = __copy__
+
+    def __setitem__(self, key, value):
+        dict.__setitem__(self, key, value)
+        self.version += 1
+
+    def __delitem__(self, key):
+        dict.__delitem__(self, key)
+        self.version += 1
+
+    def __ior__(self, other):
+        dict.update(self, other)
+        self.version += 1
+        return self
+
+    def clear(self):
+        dict.clear(self)
+        self.version += 1
+
+    def pop(self, *args):
+        self.version += 1
+        return dict.pop(self, *args)
+
+    def popitem(self):
+        self.version += 1
+        return dict.popitem(self)
+
+    def setdefault(self, key, default=None):
+        self.version += 1
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args, **kwargs):
+        dict.update(self, *args, **kwargs)
+        self.version += 1
+
+
 class ParamState(dict):
-    """``optimizer.state[p]``: a dict whose flat entries are views of the group's
-    flat state.  Assigning to such an entry copies the value into the view, so
-    the kernel keeps seeing it (torch would rebind the key to the new tensor;
-    the values that the next step uses are the same)."""
+    """``optimizer.state[p]``: a plain dict to the user, whose flat entries are
+    views of the group's flat state.
+
+    An edit (rebinding an entry, deleting one, ``clear()``) marks it edited
+    and bumps its mapping's ``version``; the next step re-reads it, as
+    torch's next step reads ``state[p]``: a rebound array's values are copied
+    into the flat state and the entry is a view again, a cleared entry
+    starts the parameter afresh.  Writing into an entry's array in place
+    needs nothing: the views are the flat state.
+    """
+
+    _edited = False
+    _home = None      # the OptimizerState and parameter it was filled for
+    _param = None
 
     def __reduce_ex__(self, protocol):
         # Copies and pickles are plain dicts: the views and the owning flat
         # group belong to this optimizer, and a copy is adopted by its own.
         return (dict, (dict(self),))
 
+    def _touch(self):
+        self._edited = True
+        if self._home is not None:
+            self._home.version += 1
+
     def __setitem__(self, key, value):
-        current = self.get(key)
-        if isinstance(current, np.ndarray) and getattr(self, "_flat", None) and key in self._flat:
-            value = np.asarray(value)
-            if value.shape != current.shape and value.size != current.size:
-                raise ValueError(
-                    f"state entry {key!r} has shape {current.shape}; cannot assign an array "
-                    f"of shape {value.shape}")
-            np.copyto(current, value.reshape(current.shape), casting="unsafe")
-            owner = getattr(self, "_owner", None)
-            if owner is not None:
-                owner._steady = None  # step counts may no longer be equal
-            return
         dict.__setitem__(self, key, value)
+        self._touch()
+
+    def __delitem__(self, key):
+        dict.__delitem__(self, key)
+        self._touch()
+
+    def __ior__(self, other):
+        dict.update(self, other)
+        self._touch()
+        return self
+
+    def clear(self):
+        dict.clear(self)
+        self._touch()
+
+    def pop(self, *args):
+        self._touch()
+        return dict.pop(self, *args)
+
+    def popitem(self):
+        self._touch()
+        return dict.popitem(self)
+
+    def setdefault(self, key, default=None):
+        self._touch()
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args, **kwargs):
+        dict.update(self, *args, **kwargs)
+        self._touch()
+
+
+class StoredScalars(tuple):
+    """Scalar state as stored (Python floats), with the dtype of the 0-d
+    arrays holding it (``dtype``): float32, as torch creates it, or float64
+    once loaded into float64 parameters.  What ``AlgorithmSpec.scalars``
+    receives as ``new``."""
+
+    def __new__(cls, values, dtype):
+        obj = super().__new__(cls, values)
+        obj.dtype = dtype
+        return obj
+
+
+class ParsedState(NamedTuple):
+    """A validated, non-empty ``state[p]`` entry (see :func:`parse_state`)."""
+
+    step: float
+    scalars: tuple            # scalar state in spec order, as stored (float)
+    wide: bool                # scalar state held in float64 (see FlatGroup)
+    arrays: dict              # state name -> array to copy into the flat state
+    initialized: bool         # False: the slot starts afresh at its next step
+
+
+def _is_real_scalar(value) -> bool:
+    # a numeric dtype, not np.isreal: that accepts None (which would load as NaN)
+    return np.ndim(value) == 0 and np.asarray(value).dtype.kind in "biuf"
+
+
+def parse_state(spec: AlgorithmSpec, group: Mapping, param, entry: Mapping, where: str,
+                what: str = "state") -> ParsedState:
+    """Validate a non-empty ``state[p]`` entry (loaded, or edited by the user)
+    against the algorithm, changing nothing.
+
+    Missing keys raise torch's ``KeyError`` (``'step'`` and the scalar state
+    always; a state array the group needs, e.g. ``max_exp_avg_sq`` under
+    amsgrad); a present value of the wrong kind or shape raises ``ValueError``
+    naming it.  SGD keeps no step: without its ``momentum_buffer`` (or with
+    None, as torch stores it) the parameter starts its buffer afresh.
+    """
+    if spec.has_step and "step" not in entry:
+        raise KeyError("step")
+    for s in spec.scalar_state:
+        if s.name not in entry:
+            raise KeyError(s.name)
+    for name in (["step"] if spec.has_step else []) + [s.name for s in spec.scalar_state]:
+        if not _is_real_scalar(entry[name]):
+            raise ValueError(f"{what} {name!r} for {where} must be a real scalar, "
+                             f"got {entry[name]!r}")
+    kinds = "biufc" if param.dtype.kind == "c" else "biuf"
+    arrays = {}
+    for s in spec.state:
+        value = entry.get(s.name)
+        if value is None and not spec.has_step:
+            continue
+        if s.name not in entry:
+            if s.wanted(group):
+                raise KeyError(s.name)
+            continue
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"{what} {s.name!r} for {where} must be an array, "
+                             f"got {type(value).__name__}")
+        if value.shape != param.shape:
+            raise ValueError(f"{what} {s.name!r} for {where} has shape {value.shape}, "
+                             f"but the parameter has shape {param.shape}")
+        if value.dtype.kind not in kinds:
+            raise ValueError(f"{what} {s.name!r} for {where} has dtype {value.dtype}, "
+                             f"which cannot hold the state of a {param.dtype} parameter")
+        arrays[s.name] = value
+    scalars = tuple(entry[s.name] for s in spec.scalar_state)
+    # loaded scalar state that is not float32 (cast to a float64 parameter's
+    # dtype, as torch casts it) stays wide from now on
+    wide = any(np.asarray(v).dtype != np.float32 for v in scalars)
+    step = float(np.float32(np.asarray(entry["step"]).reshape(()))) if spec.has_step else 0.0
+    scalars = tuple(float(np.asarray(v).reshape(())) if wide
+                    else float(np.float32(np.asarray(v).reshape(()))) for v in scalars)
+    initialized = spec.has_step or bool(spec.scalar_state) or len(arrays) == len(spec.state)
+    return ParsedState(step, scalars, wide, arrays, initialized)
 
 
 _GRAD = operator.attrgetter("grad")
@@ -108,7 +331,7 @@ class FlatGroup:
     """Flat state and kernel dispatch for the ``dtype`` parameters of one group."""
 
     def __init__(self, spec: AlgorithmSpec, dtype: np.dtype, params: list, positions: list,
-                 counts: list, state: defaultdict, group_index: int):
+                 counts: list, state: defaultdict, group_index: int, group: Mapping):
         self.spec = spec
         self.dtype = np.dtype(dtype)
         self.params = params                      # unique parameters, first-occurrence order
@@ -142,11 +365,18 @@ class FlatGroup:
         self._grads: list = [None] * n            # gradients the address table was made for
         self._grad_addr = np.zeros(n, np.int64)
         self._copied = np.zeros(n, bool)          # gradients that needed a layout copy
+        # The state entry each slot's cache was read from (None: no state), and
+        # the (state mapping, its version) at which the cache was last found
+        # equal to the mapping.
+        self.owned: list = [None] * n
+        self._seen: tuple = (None, -1)
         # The steady state of a training loop: every parameter has the same
         # gradient arrays as last step and the same step count.  Its kernel
         # arguments are cached in a _Steady and only the scalars are redone.
         self._steady: _Steady | None = None
-        self._adopt(state)
+        changes = self.sync(state, group)
+        if changes:
+            self.apply_sync(changes, state)
 
     # -- state -----------------------------------------------------------------
     def _array(self, name: str) -> np.ndarray:
@@ -182,84 +412,170 @@ class FlatGroup:
         """Slot ``i``'s scalar state as Python floats."""
         return tuple([arr.item(i) for arr in self.scalar_arrays(bool(self.wide[i])).values()])
 
-    def _flat_keys(self) -> set:
-        return set(self.arrays) | set(self.sstate) | {"step"}
+    def _scalar_table(self) -> dict:
+        """Every slot's scalar state as stored, in float64 (exact for float32)."""
+        if self.sstate64 is None:
+            return {name: arr.astype(np.float64) for name, arr in self.sstate.items()}
+        return {name: np.where(self.wide, self.sstate64[name], arr)
+                for name, arr in self.sstate.items()}
 
-    def _adopt(self, state: defaultdict) -> None:
-        """Move existing per-parameter state (loaded, or from a previous plan)
-        into the flat arrays and replace it with views."""
-        names = set(self.arrays)
+    def advance_values(self, group: Mapping, t: float, old: tuple, wide: bool) -> tuple:
+        """This step's new scalar state, rounded as it will be stored: in the
+        dtype of torch's 0-d state tensors, float32, or float64 for wide slots."""
+        if not old:
+            return ()
+        new = self.spec.advance(group, t, old, np.float64 if wide else np.float32)
+        if wide:
+            return StoredScalars([float(np.float64(v)) for v in new], np.float64)
+        return StoredScalars([float(np.float32(v)) for v in new], np.float32)
+
+    def _owns(self, entry, state, i: int) -> bool:
+        """Whether ``entry`` was made for slot ``i`` in this state mapping (then
+        it is refilled in place; any other dict is copied, never shared)."""
+        return (type(entry) is ParamState and entry._home is state
+                and entry._param is self.params[i])
+
+    def sync(self, state, group: Mapping) -> list | None:
+        """Compare the cache with ``state``, changing nothing.
+
+        Returns None when they agree, else ``[(slot, parsed, entry)]`` for
+        :meth:`apply_sync`: ``parsed`` is the validated entry
+        (:class:`ParsedState`), or None when the entry is missing or empty (the
+        parameter starts afresh at its next step, as in torch).  O(1) while no
+        state mapping has been edited since the last check.
+        """
+        seen, version = self._seen
+        if seen is state and version == state.version:
+            return None
+        changes = []
+        # plain dicts (a user's ``state[p] = {...}``) do not count their edits:
+        # the mapping is compared again at every step until they are adopted
+        settled = type(state) is OptimizerState
+        get = state.get
+        owned = self.owned
         for i, p in enumerate(self.params):
-            old = state.get(p, _EMPTY)
-            if not old:
+            entry = get(p)
+            own = owned[i]
+            if entry is own and (own is None or not own._edited):
                 continue
-            new = ParamState()
-            # loaded scalar state that is not float32 (cast to a float64
-            # parameter's dtype, as torch casts it) stays wide from now on
-            self.wide[i] = any(np.asarray(value).dtype != np.float32
-                               for key, value in old.items() if key in self.sstate)
-            for key, value in old.items():
-                if key in self.sstate:
-                    view = self._scalar_view(key, i)
-                    view[...] = np.asarray(value).reshape(())
-                    dict.__setitem__(new, key, view)
-                elif key == "step" and self.spec.has_step:
-                    view = self._scalar_view(key, i)
-                    view[...] = np.float32(np.asarray(value).reshape(()))
-                    dict.__setitem__(new, key, view)
-                elif key in names and isinstance(value, np.ndarray):
-                    view = self._view(key, i)
-                    np.copyto(view, value.reshape(view.shape), casting="unsafe")
-                    self.present[key][i] = True
-                    dict.__setitem__(new, key, view)
-                else:
-                    dict.__setitem__(new, key, value)
-            new._flat = self._flat_keys()
-            new._owner = self
-            self.initialized[i] = True
-            state[p] = new
+            if entry is not None and type(entry) is not ParamState:
+                settled = False
+                if not isinstance(entry, dict):
+                    raise TypeError(f"state of {param_where(self.group_index, self.positions[i])}"
+                                    f" must be a dict, got {type(entry).__name__}")
+            if not entry:
+                changes.append((i, None, entry))
+            else:
+                where = param_where(self.group_index, self.positions[i])
+                changes.append((i, parse_state(self.spec, group, p, entry, where), entry))
+        if not changes and settled:
+            self._seen = (state, state.version)
+        return changes or None
 
-    def _init_param(self, i: int, group: Mapping, defaults: Mapping, state: defaultdict) -> None:
-        new = ParamState()
+    def apply_sync(self, changes: list, state) -> None:
+        """Make the cache follow the state entries :meth:`sync` found changed:
+        copy their values into the flat state and make the entries views of it."""
+        self._steady = None
+        # values that are views of this group's flat state (a user's
+        # ``state[a]["exp_avg"] = state[b]["exp_avg"]``) are read before any
+        # slot is written
+        flats = [a for a in self.arrays.values() if a is not None]
+        copies = {}
+        for i, parsed, _ in changes:
+            if parsed is not None:
+                copies[i] = {name: value.copy() if any(np.may_share_memory(value, a)
+                                                       for a in flats) else value
+                             for name, value in parsed.arrays.items()}
+        for i, parsed, entry in changes:
+            p = self.params[i]
+            for present in self.present.values():
+                present[i] = False
+            reuse = self._owns(entry, state, i) or (type(entry) is ParamState
+                                                    and entry._home is None and not entry)
+            if parsed is None:
+                self.initialized[i] = False
+                self.wide[i] = False
+                if reuse:
+                    entry._edited = False
+                    entry._home, entry._param = state, p
+                self.owned[i] = entry if reuse else None
+                continue
+            target = entry if reuse else ParamState()
+            items = list(entry.items())
+            if self.spec.has_step:
+                self.steps[i] = parsed.step
+            self.wide[i] = parsed.wide
+            for arr, value in zip(self.scalar_arrays(parsed.wide).values(), parsed.scalars):
+                arr[i] = value
+            views = {}
+            for name, value in copies[i].items():
+                view = views[name] = self._view(name, i)
+                np.copyto(view, value, casting="unsafe")
+                self.present[name][i] = True
+            if target is entry:
+                dict.clear(target)
+            for key, value in items:
+                if key in views:
+                    value = views[key]
+                elif key in self.sstate or (key == "step" and self.spec.has_step):
+                    value = self._scalar_view(key, i)
+                dict.__setitem__(target, key, value)
+            target._edited = False
+            target._home, target._param = state, p
+            self.initialized[i] = parsed.initialized
+            self.owned[i] = target
+            if state.get(p) is not target:
+                dict.__setitem__(state, p, target)
+
+    def _init_param(self, i: int, group: Mapping, state, init: "_InitValues") -> None:
+        p = self.params[i]
+        # an empty (or, for SGD, buffer-less) entry is filled in place, as
+        # torch fills ``state[p]``
+        new = self.owned[i] if self.owned[i] is not None else ParamState()
         if self.spec.has_step:
             self.steps[i] = 0
             dict.__setitem__(new, "step", self._scalar_view("step", i))
         self.wide[i] = False
-        for s in self.spec.scalar_state:
-            self.sstate[s.name][i] = s.initial_value(group, defaults)
+        for s, value in zip(self.spec.scalar_state, init.scalars):
+            self.sstate[s.name][i] = value
             dict.__setitem__(new, s.name, self._scalar_view(s.name, i))
         for s in self.spec.state:
-            if s.wanted(group):
-                # filled through the real view: a complex parameter's state
-                # starts at v + v*1j, as torch's full_like(p, v) of its real view
-                self._array(s.name)[self.offsets[i]:self.offsets[i] + self.sizes[i]].fill(
-                    s.initial_value(group, defaults))
-                view = self._view(s.name, i)
-                self.present[s.name][i] = True
-                dict.__setitem__(new, s.name, view)
-        new._flat = self._flat_keys()
-        new._owner = self
+            self.present[s.name][i] = False
+        for name, value in init.arrays.items():
+            # filled through the real view: a complex parameter's state
+            # starts at v + v*1j, as torch's full_like(p, v) of its real view
+            self._array(name)[self.offsets[i]:self.offsets[i] + self.sizes[i]].fill(value)
+            self.present[name][i] = True
+            dict.__setitem__(new, name, self._view(name, i))
         if new:
+            new._edited = False
+            new._home, new._param = state, p
             self.initialized[i] = True
-            state[self.params[i]] = new
+            self.owned[i] = new
+            if state.get(p) is not new:
+                dict.__setitem__(state, p, new)
 
     def init_all(self, group: Mapping, defaults: Mapping, state: defaultdict) -> None:
         """Create the state of every parameter now (torch's Adagrad does it in
         its constructor)."""
+        init = _InitValues.of(self.spec, group, defaults)
         for i in np.flatnonzero(~self.initialized):
-            self._init_param(int(i), group, defaults, state)
+            self._init_param(int(i), group, state, init)
         self._steady = None
 
     # -- step --------------------------------------------------------------------
-    def prepare(self, group: Mapping, defaults: Mapping, state: defaultdict) -> "StepWork | None":
-        """Validate this step's gradients and return its work, changing nothing."""
+    def prepare(self, group: Mapping, defaults: Mapping, state: defaultdict):
+        """Validate this step and compute everything it writes (host scalars,
+        scalar state, step counts, kernel arguments), changing nothing; the
+        returned work's ``run`` then cannot fail half-way."""
+        changes = self.sync(state, group)
         steady = self._steady
-        if steady is not None and steady.matches(self, group):
-            return steady
+        if changes is None and steady is not None and steady.matches(self, group):
+            return steady.plan()
         grads = list(map(_GRAD, self.params))
         mask = np.fromiter((g is not None for g in grads), bool, len(grads))
         if not mask.any():
-            return None
+            return StepWork(self, group, state, changes) if changes else None
         hold = []
         sparse = []
         cached = self._grads
@@ -276,15 +592,86 @@ class FlatGroup:
             g = self._check_grad(i, g)
             hold.append((i, g, grads[i]))
         active = np.flatnonzero(mask)
-        wanted = [s for s in self.spec.state if s.wanted(group)]
-        needs_init = self.spec.has_step or bool(self.spec.scalar_state) or bool(wanted)
-        fresh_slots = active[~self.initialized[active]] if needs_init else active[:0]
+        spec = self.spec
+
+        # the slots as they will be once the state edits are applied
+        steps = self.steps.copy()
+        wide = self.wide.copy()
+        sval = self._scalar_table()
+        initialized, present = self.initialized, self.present
+        if changes:
+            initialized = initialized.copy()
+            present = {name: arr.copy() for name, arr in present.items()}
+            for i, parsed, _ in changes:
+                for arr in present.values():
+                    arr[i] = False
+                if parsed is None:
+                    initialized[i] = wide[i] = False
+                    continue
+                initialized[i] = parsed.initialized
+                steps[i] = parsed.step
+                wide[i] = parsed.wide
+                for arr, value in zip(sval.values(), parsed.scalars):
+                    arr[i] = value
+                for name in parsed.arrays:
+                    present[name][i] = True
+        wanted = [s for s in spec.state if s.wanted(group)]
+        needs_init = spec.has_step or bool(spec.scalar_state) or bool(wanted)
+        fresh_slots = active[~initialized[active]] if needs_init else active[:0]
         if len(fresh_slots) != len(active):
-            old = active[self.initialized[active]]
+            old = active[initialized[active]]
             for s in wanted:
-                if not self.present[s.name][old].all():
+                if not present[s.name][old].all():
                     raise KeyError(s.name)
-        return StepWork(self, group, defaults, state, active, fresh_slots, hold, sparse)
+        init = None
+        if len(fresh_slots):
+            init = _InitValues.of(spec, group, defaults)
+            steps[fresh_slots] = 0
+            wide[fresh_slots] = False
+            for arr, value in zip(sval.values(), init.scalars):
+                arr[fresh_slots] = float(np.float32(value))
+        fresh = np.zeros(len(self.params), bool)
+        fresh[fresh_slots] = True
+        grad_addr = self._grad_addr
+        if hold:
+            grad_addr = grad_addr.copy()
+            for i, g, _ in hold:
+                grad_addr[i] = _address(g)
+
+        is_sparse = np.zeros(len(self.params), bool)
+        for i, _, _ in sparse:
+            is_sparse[i] = True
+        rounds = []
+        n_keys = 0
+        for r in range(self.max_count):
+            slots = active if r == 0 else active[self.counts[active] > r]
+            if len(slots) == 0:
+                break
+            steps[slots] += np.float32(1)
+            dense = slots[~is_sparse[slots]] if sparse else slots
+            launch = None
+            if len(dense):
+                segments, keys, slot_key = _segments(self, dense, fresh, steps, grad_addr,
+                                                     sval, wide)
+                rows = []
+                for k, (t, f, w, *old) in enumerate(keys):
+                    new = self.advance_values(group, t, tuple(old), w)
+                    if new:
+                        members = dense[slot_key == k]
+                        for arr, value in zip(sval.values(), new):
+                            arr[members] = value
+                    rows.append(checked_row(spec.scalars(group, t, f, tuple(old), new),
+                                            group, self.group_index))
+                scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(self.dtype)
+                seg = np.ascontiguousarray(segments[:, :4])
+                kernel, chunks = _launch_shape(spec, seg)
+                launch = (kernel, seg, chunks, scalars)
+                n_keys = len(keys)
+            row_updates = [(int(i), float(steps[i])) for i in slots[is_sparse[slots]]] \
+                if sparse else []
+            rounds.append((launch, row_updates))
+        return StepWork(self, group, state, changes, active, fresh_slots, init, hold, sparse,
+                        rounds, steps, sval, wide, n_keys)
 
     def _check_grad(self, i: int, g) -> np.ndarray:
         p = self.params[i]
@@ -298,6 +685,14 @@ class FlatGroup:
         if g.dtype != p.dtype:
             raise RuntimeError(
                 f"{where}: grad has dtype {g.dtype} but the parameter has dtype {p.dtype}")
+        if not p.flags.writeable:
+            raise ValueError(read_only_message(where))
+        if np.may_share_memory(p, g) and not (_address(g) == _address(p)
+                                              and g.strides == p.strides):
+            # the kernel reads and writes element by element: a gradient that
+            # is the parameter's own memory is fine, one shifted against it
+            # would read elements already written
+            raise RuntimeError(OVERLAP_MESSAGE)
         if not _same_layout(p, g):
             g = _layout_copy(p, g)
         return g
@@ -328,18 +723,42 @@ class FlatGroup:
                 if self.present[s.name][i]}
 
 
+class _InitValues(NamedTuple):
+    """A fresh slot's first scalar state and state-array values, computed
+    while the step is validated (they may read a bad hyper-parameter)."""
+
+    scalars: tuple
+    arrays: dict
+
+    @staticmethod
+    def of(spec: AlgorithmSpec, group: Mapping, defaults: Mapping) -> "_InitValues":
+        return _InitValues(tuple(s.initial_value(group, defaults) for s in spec.scalar_state),
+                           {s.name: s.initial_value(group, defaults)
+                            for s in spec.state if s.wanted(group)})
+
+
 class StepWork:
-    """One group's validated step, ready to run."""
+    """One group's validated step, everything it writes computed, ready to run."""
 
-    __slots__ = ("fg", "group", "defaults", "state", "active", "fresh_slots", "hold", "sparse")
+    __slots__ = ("fg", "group", "state", "changes", "active", "fresh_slots", "init", "hold",
+                 "sparse", "rounds", "steps", "sval", "wide", "n_keys")
 
-    def __init__(self, fg, group, defaults, state, active, fresh_slots, hold, sparse=()):
-        self.fg, self.group, self.defaults, self.state = fg, group, defaults, state
-        self.active, self.fresh_slots, self.hold = active, fresh_slots, hold
+    def __init__(self, fg, group, state, changes, active=None, fresh_slots=(), init=None,
+                 hold=(), sparse=(), rounds=None, steps=None, sval=None, wide=None, n_keys=0):
+        self.fg, self.group, self.state, self.changes = fg, group, state, changes
+        self.active, self.fresh_slots, self.init = active, fresh_slots, init
+        self.hold = hold        # (slot, gradient to read, gradient as assigned)
         self.sparse = sparse    # (slot, row update, SparseGrad)
+        self.rounds = rounds    # per occurrence round: (kernel launch or None, row updates)
+        self.steps, self.sval, self.wide, self.n_keys = steps, sval, wide, n_keys
 
     def run(self) -> None:
         fg, group = self.fg, self.group
+        fg._steady = None
+        if self.changes:
+            fg.apply_sync(self.changes, self.state)
+        if self.rounds is None:
+            return
         for i, g, original in self.hold:
             fg._grads[i] = original
             fg._copied[i] = g is not original
@@ -347,70 +766,40 @@ class StepWork:
         # keep layout copies alive until the kernel has read them
         keep = [g for _, g, original in self.hold if g is not original]  # noqa: F841
         for i in self.fresh_slots:
-            fg._init_param(int(i), group, self.defaults, self.state)
-        fresh = np.zeros(len(fg.params), bool)
-        fresh[self.fresh_slots] = True
+            fg._init_param(int(i), group, self.state, self.init)
+        fg.steps[:] = self.steps
+        fg.wide[:] = self.wide
+        if fg.sstate:
+            narrow = ~self.wide
+            wide_arrays = fg.scalar_arrays(True) if self.wide.any() else None
+            for name, values in self.sval.items():
+                fg.sstate[name][narrow] = values[narrow]
+                if wide_arrays is not None:
+                    wide_arrays[name][self.wide] = values[self.wide]
         spec = fg.spec
         flags = spec.flags(group)
         arrays = [fg.arrays[s.name] if fg.arrays[s.name] is not None else fg._empty
                   for s in spec.state]
-        fg._steady = None
-        is_sparse = np.zeros(len(fg.params), bool)
-        updates = {}
-        for i, update, grad in self.sparse:
-            is_sparse[i] = True
-            updates[i] = (update, grad)
-        for r in range(fg.max_count):
-            slots = self.active if r == 0 else self.active[fg.counts[self.active] > r]
-            if len(slots) == 0:
-                break
-            fg.steps[slots] += np.float32(1)
-            dense = slots[~is_sparse[slots]] if updates else slots
-            if len(dense):
-                segments, keys, slot_key = _segments(fg, dense, fresh)
-                rows = []
-                for k, (t, f, wide, *old) in enumerate(keys):
-                    new = _advance(fg, group, t, old, dense[slot_key == k], wide)
-                    rows.append(spec.scalars(group, t, f, tuple(old), new))
-                scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(fg.dtype)
-                seg = np.ascontiguousarray(segments[:, :4])
-                kernel, chunks = _launch_shape(spec, seg)
+        updates = {i: (update, grad) for i, update, grad in self.sparse}
+        launch = None
+        for launch, row_updates in self.rounds:
+            if launch is not None:
+                kernel, seg, chunks, scalars = launch
                 kernel(seg, chunks, scalars, *arrays, *flags)
-                if kernel is spec.cpu[1]:
-                    config.note_threading_layer()
-            for i in slots[is_sparse[slots]] if updates else ():
-                update, grad = updates[int(i)]
-                update(fg.params[i], fg.state_views(int(i)), grad, group, float(fg.steps[i]))
-        if (not updates and fg.max_count == 1 and len(keys) == 1
+            for i, t in row_updates:
+                update, grad = updates[i]
+                update(fg.params[i], fg.state_views(i), grad, group, t)
+        if (not updates and fg.max_count == 1 and self.n_keys == 1 and launch is not None
                 and len(self.active) == len(fg.params) and not fg._copied.any()
                 and not len(self.fresh_slots)):
+            kernel, seg, chunks, _ = launch
             fg._steady = _Steady(fg, group, seg, chunks, kernel, arrays)
-
-
-def _advance(fg: FlatGroup, group, t: float, old, slots, wide: bool) -> tuple:
-    """Update the scalar state of ``slots`` (which share the values ``old`` and
-    their width); stored in the dtype of torch's 0-d state tensors, which
-    rounds them: float32, or float64 for wide slots."""
-    if not fg.sstate:
-        return ()
-    arrays = fg.scalar_arrays(wide)
-    new = fg.spec.advance(group, t, tuple(old), np.float64 if wide else np.float32)
-    every = isinstance(slots, slice)       # the steady path: all slots
-    first = 0 if every else slots[0]
-    stored = []
-    for arr, value in zip(arrays.values(), new):
-        if every:
-            arr.fill(value)
-        else:
-            arr[slots] = value
-        stored.append(arr.item(first))     # as rounded by the state's dtype
-    return tuple(stored)
 
 
 def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray):
     """The kernel (serial below the threshold, or under Numba's workqueue
     threading layer) and its chunk table."""
-    if int(seg[:, 3].sum()) < config.PARALLEL_THRESHOLD or not config.parallel_allowed():
+    if not config.runs_parallel(int(seg[:, 3].sum())):
         chunks = np.zeros((len(seg), 3), np.int64)
         chunks[:, 0] = np.arange(len(seg))
         chunks[:, 2] = seg[:, 3]
@@ -421,15 +810,19 @@ def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray):
 class _Steady:
     """Cached kernel arguments of a steady-state step (see FlatGroup._steady).
 
-    Valid while the gradients are the same objects, every step count is equal
-    (all parameters step together), the optional state the group wants is
-    allocated for every parameter, and the config knobs are unchanged.
+    Valid while the gradients are the same objects, every step count (and
+    scalar state) is equal (all parameters step together), the optional state
+    the group wants is allocated for every parameter, the config knobs are
+    unchanged, and the state mapping has not been edited (checked by
+    :meth:`FlatGroup.sync` before this).
     """
 
     __slots__ = ("fg", "group", "seg", "chunks", "kernel", "arrays", "scalars", "present",
-                 "knobs", "grad_ids", "epoch")
+                 "knobs", "grad_ids", "epoch", "uniform", "t", "new")
 
     def __init__(self, fg, group, seg, chunks, kernel, arrays):
+        from .kernels._common import all_equal
+
         self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
         # ids of the gradients this plan was made for; fg._grads holds the
         # arrays themselves, so an id cannot be reused while it is cached
@@ -438,7 +831,12 @@ class _Steady:
         self.kernel, self.arrays = kernel, arrays
         self.scalars = np.empty((len(seg), fg.spec.n_scalars), fg.dtype)
         self.present = {s.name: bool(fg.present[s.name].all()) for s in fg.spec.state}
-        self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE)
+        self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE, config.parallel_allowed())
+        # a user may write a step count or scalar state in place (the entries
+        # are views): the values must still agree for one row to serve all
+        shared = [fg.steps, *fg.scalar_arrays(bool(fg.wide[0])).values()]
+        self.uniform = [(all_equal, a) for a in shared] if len(fg.params) > 1 else []
+        self.t, self.new = 0.0, ()
 
     def matches(self, fg, group) -> bool:
         epoch = Parameter._grad_epoch
@@ -447,49 +845,59 @@ class _Steady:
             if list(map(id, map(_GRAD, fg.params))) != self.grad_ids:
                 return False
             self.epoch = epoch
-        if self.group is not group or self.knobs != (config.PARALLEL_THRESHOLD,
-                                                     config.CHUNK_SIZE):
+        if self.group is not group or self.knobs != (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE,
+                                                     config.parallel_allowed()):
             return False
         for s in fg.spec.state:
             if s.wanted(group) and not self.present[s.name]:
                 return False   # the slow path allocates, or raises torch's KeyError
+        for check, values in self.uniform:
+            if not check(values):
+                return False
         return True
 
-    def run(self) -> None:
+    def plan(self) -> "_Steady":
+        """Compute this step's scalars (which may raise), changing nothing."""
         fg, group = self.fg, self.group
-        # every step count is equal here: fill the incremented one (stored in
-        # float32, which rounds it as torch's float32 ``step += 1`` does) instead
-        # of a ufunc call (1 us)
-        steps = fg.steps
-        steps.fill(steps.item(0) + 1.0)
-        t = steps.item(0)
+        # every step count is equal here; stored in float32, which rounds
+        # ``step += 1`` as torch's float32 step does (exact below 2**24)
+        t = fg.steps.item(0) + 1.0
+        if t > 16777216.0:
+            t = float(np.float32(t))
         old = fg.scalar_values(0)
-        new = _advance(fg, group, t, old, slice(None), bool(fg.wide[0])) if old else ()
-        self.scalars[:] = fg.spec.scalars(group, t, False, old, new)
-        self.kernel(self.seg, self.chunks, self.scalars, *self.arrays, *fg.spec.flags(group))
+        new = fg.advance_values(group, t, old, bool(fg.wide[0])) if old else ()
+        self.scalars[:] = checked_row(fg.spec.scalars(group, t, False, old, new), group,
+                                      fg.group_index)
+        self.t, self.new = t, new
+        return self
+
+    def run(self) -> None:
+        fg = self.fg
+        fg.steps.fill(self.t)
+        if self.new:
+            for arr, value in zip(fg.scalar_arrays(bool(fg.wide[0])).values(), self.new):
+                arr.fill(value)
+        self.kernel(self.seg, self.chunks, self.scalars, *self.arrays, *fg.spec.flags(self.group))
 
 
-def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray):
+def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray, steps: np.ndarray,
+              grad_addr: np.ndarray, sval: dict, wide: np.ndarray):
     """Merge runs of slots that are contiguous in parameter, gradient and state
     memory and share their scalar key (step count, fresh flag, scalar state).
 
-    Returns int64 ``(n_seg, 5)`` (param addr, grad addr, state offset, length,
-    key index), the list of keys ``(t, fresh, wide, *scalar_state)`` and the key
-    index of each slot.
+    ``steps``, ``grad_addr``, ``sval`` (scalar state as stored, float64) and
+    ``wide`` are the slots' values for this step.  Returns int64 ``(n_seg, 5)``
+    (param addr, grad addr, state offset, length, key index), the list of keys
+    ``(t, fresh, wide, *scalar_state)`` and the key index of each slot.
     """
     pa = fg.param_addr[slots]
-    ga = fg._grad_addr[slots]
+    ga = grad_addr[slots]
     off = fg.offsets[slots]
     ln = fg.sizes[slots]
     nb = fg.nbytes[slots]
-    wide = fg.wide[slots]
-    columns = [fg.steps[slots].astype(np.float64), fresh[slots].astype(np.float64),
-               wide.astype(np.float64)]
-    if fg.sstate64 is None:
-        columns += [arr[slots].astype(np.float64) for arr in fg.sstate.values()]
-    else:
-        columns += [np.where(wide, arr64[slots], arr[slots])
-                    for arr, arr64 in zip(fg.sstate.values(), fg.sstate64.values())]
+    columns = [steps[slots].astype(np.float64), fresh[slots].astype(np.float64),
+               wide[slots].astype(np.float64)]
+    columns += [arr[slots] for arr in sval.values()]
     keys = np.stack(columns, axis=1)
     if (keys == keys[0]).all():
         slot_key = np.zeros(len(slots), np.int64)

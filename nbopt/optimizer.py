@@ -10,6 +10,7 @@ the registry (:mod:`nbopt.registry`, :mod:`nbopt.engine`).
 from __future__ import annotations
 
 import functools
+import numbers
 import operator
 import warnings
 from collections import OrderedDict, defaultdict
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
-from .engine import FlatGroup, param_where
+from .engine import FlatGroup, OptimizerState, param_where, parse_state, read_only_message
 from .hooks import RemovableHandle
 from .parameter import Parameter
 
@@ -75,6 +76,13 @@ def _is_param(x) -> bool:
     return isinstance(x, Parameter)
 
 
+def _is_number(x) -> bool:
+    """A real number, or a 1-element numeric array (nbopt's Tensor hyper-parameter)."""
+    if isinstance(x, np.ndarray):
+        return x.size == 1 and x.dtype.kind in "biuf"
+    return isinstance(x, (numbers.Real, np.bool_))
+
+
 _HOOK_DICTS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
                "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
                "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
@@ -114,7 +122,7 @@ class Optimizer:
             raise TypeError("params argument given to the optimizer should be an iterable of "
                             "Tensors or dicts, but got " + typename(params))
 
-        self.state: defaultdict = defaultdict(dict)
+        self.state: defaultdict = OptimizerState()
         self.param_groups: list[dict[str, Any]] = []
 
         param_groups = list(params)
@@ -126,12 +134,21 @@ class Optimizer:
         for param_group in param_groups:
             self.add_param_group(param_group)
 
+    def __setattr__(self, name: str, value) -> None:
+        # ``opt.state = defaultdict(dict)`` (torch's reset idiom) is honoured:
+        # the new mapping becomes an OptimizerState, which counts its edits
+        if name == "state" and not isinstance(value, OptimizerState):
+            value = OptimizerState(value)
+        object.__setattr__(self, name, value)
+
     # -- pickling / copying -----------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "state" in state:
+            self.state = state["state"]
         for name in _HOOK_DICTS:
             if not hasattr(self, name):
                 setattr(self, name, OrderedDict())
@@ -268,6 +285,8 @@ class Optimizer:
                                 "but one of the params is " + typename(param))
             if not (param.flags.c_contiguous or param.flags.f_contiguous):
                 raise ValueError("can't optimize a non-contiguous Parameter")
+            if not param.flags.writeable:
+                raise ValueError(read_only_message("can't optimize a Parameter that"))
 
         for name, default in self.defaults.items():
             if default is required and name not in param_group:
@@ -346,8 +365,31 @@ class Optimizer:
                 state_dict = hook_result
         return state_dict
 
-    def _check_loaded_state(self, param, value, where: str) -> None:
-        """Validate one loaded per-parameter entry (subclasses check their state)."""
+    def _check_loaded_state(self, param, value, where: str, group: dict) -> None:
+        """Validate one loaded, non-empty per-parameter entry against its loaded
+        param group (subclasses check their state)."""
+
+    def _check_loaded_group(self, group: dict, index: int) -> None:
+        """Refuse a loaded option whose type cannot be the option's (``eps="1e-8"``):
+        torch would load it and fail at the next step; here the error comes
+        before anything changes and names the key."""
+        for key, default in self.defaults.items():
+            if key not in group or default is None or default is required:
+                continue
+            value = group[key]
+            if isinstance(default, (tuple, list)):
+                ok = isinstance(value, (tuple, list)) and len(value) == len(default) \
+                    and all(_is_number(v) for v in value)
+                kind = f"a sequence of {len(default)} numbers"
+            elif isinstance(default, str):
+                ok, kind = isinstance(value, str), "a string"
+            elif _is_number(default):
+                ok, kind = _is_number(value), "a number"
+            else:
+                continue
+            if not ok:
+                raise TypeError(f"loaded state dict's param_groups[{index}][{key!r}] must be "
+                                f"{kind}, got {type(value).__name__} {value!r}")
 
     @staticmethod
     def _cast(param, value, key=None):
@@ -394,6 +436,8 @@ class Optimizer:
         if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
             raise ValueError("loaded state dict contains a parameter group "
                              "that doesn't match the size of optimizer's group")
+        for gi, g in enumerate(saved_groups):
+            self._check_loaded_group(g, gi)
         # read after the group checks: torch reports those before a missing 'state'
         saved_state = state_dict["state"]
         if not isinstance(saved_state, dict):
@@ -402,11 +446,13 @@ class Optimizer:
         id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
                           chain.from_iterable(g["params"] for g in groups)))
         where_of = {}
+        group_of = {}
         for gi, g in enumerate(saved_groups):
             for k, pid in enumerate(g["params"]):
                 where_of[pid] = param_where(gi, k)
+                group_of[pid] = {**self.defaults, **getattr(self, "_group_setdefaults", {}), **g}
 
-        state: defaultdict = defaultdict(dict)
+        state: defaultdict = OptimizerState()
         for k, v in saved_state.items():
             if k in id_map:
                 param = id_map[k]
@@ -414,10 +460,11 @@ class Optimizer:
                     raise ValueError(f"loaded state for {where_of[k]} must be a dict, "
                                      f"got {type(v).__name__}")
                 value = self._cast(param, v)
-                self._check_loaded_state(param, value, where_of[k])
-                state[param] = value
+                if value:
+                    self._check_loaded_state(param, value, where_of[k], group_of[k])
+                dict.__setitem__(state, param, value)
             else:
-                state[k] = v
+                dict.__setitem__(state, k, v)
 
         def update_group(group, new_group):
             new_group["params"] = group["params"]
@@ -507,6 +554,8 @@ class ElementwiseOptimizer(Optimizer):
             return plan.flat
         by_dtype: dict = {}
         for pos, p in enumerate(params):
+            if not p.flags.writeable:   # the list was edited after add_param_group
+                raise ValueError(read_only_message(param_where(gi, pos)))
             # complex parameters share the flat state of their real dtype
             dtype = p.dtype if p.dtype.kind != "c" else np.finfo(p.dtype).dtype
             entry = by_dtype.setdefault(dtype, {})
@@ -524,7 +573,7 @@ class ElementwiseOptimizer(Optimizer):
                 unsupported.extend((r[1], r[0]) for r in rows)
                 continue
             flat.append(FlatGroup(spec, dtype, [r[0] for r in rows], [r[1] for r in rows],
-                                  [r[2] for r in rows], self.state, gi))
+                                  [r[2] for r in rows], self.state, gi, group))
         snapshot = list(params)
         by_identity = all(type(p) is Parameter and p.size > 1 for p in snapshot)
         self._flat[gi] = _GroupPlan(group, snapshot, flat, unsupported, by_identity)
@@ -546,26 +595,8 @@ class ElementwiseOptimizer(Optimizer):
                                 f"optimize floating point and complex parameters, got dtype "
                                 f"{p.dtype}")
 
-    def _check_loaded_state(self, param, value, where: str) -> None:
-        spec = self._spec
-        for name in spec.state_names:
-            if name in value:
-                arr = value[name]
-                if not isinstance(arr, np.ndarray):
-                    raise ValueError(f"loaded state {name!r} for {where} must be an array, "
-                                     f"got {type(arr).__name__}")
-                if arr.shape != param.shape:
-                    raise ValueError(f"loaded state {name!r} for {where} has shape {arr.shape}, "
-                                     f"but the parameter has shape {param.shape}")
-        scalar_keys = (["step"] if spec.has_step else []) + [s.name for s in spec.scalar_state]
-        for name in scalar_keys:
-            if name not in value:
-                continue
-            scalar = value[name]
-            # a numeric dtype, not np.isreal: that accepts None (and it would load as NaN)
-            if np.ndim(scalar) != 0 or np.asarray(scalar).dtype.kind not in "biuf":
-                raise ValueError(f"loaded state {name!r} for {where} must be a real scalar, "
-                                 f"got {scalar!r}")
+    def _check_loaded_state(self, param, value, where: str, group: dict) -> None:
+        parse_state(self._spec, group, param, value, where, what="loaded state")
 
     def step(self, closure: Callable[[], float] | None = None):
         """Perform a single optimization step.

@@ -108,7 +108,8 @@ class AlgorithmSpec:
         computed in float64 exactly as torch computes them; ``t`` is the
         parameter's step count after this step's increment, ``fresh`` whether
         its state was created in this step, ``old`` and ``new`` its scalar
-        state before and after :attr:`advance` (empty tuples without one).
+        state before and after :attr:`advance` (empty tuples without one;
+        ``new`` carries the state's dtype as ``new.dtype``).
     flags : callable
         ``flags(group)`` -> tuple of runtime kernel arguments (booleans and
         integers).

@@ -1270,10 +1270,15 @@ def test_load_state_dict_copies_arrays_and_casts_dtype():
     assert st["exp_avg"].dtype == np.float64 and st["exp_avg_sq"].dtype == np.float64
     np.testing.assert_array_equal(st["exp_avg_sq"], 2.0)
     assert st["step"].dtype == np.float32 and float(st["step"]) == 4.0
-    # assigning to a flat entry copies into the view
-    view = st["exp_avg"]
-    st["exp_avg"] = np.zeros(3)
-    assert st["exp_avg"] is view and np.all(view == 0)
+    # rebinding an entry is honoured as torch honours it: the entry is the
+    # new array until the next step reads it into the flat state
+    new = np.zeros(3)
+    st["exp_avg"] = new
+    assert st["exp_avg"] is new
+    a.grad = np.ones(3)
+    opt.step()
+    assert st["exp_avg"] is not new and np.all(new == 0)
+    np.testing.assert_allclose(st["exp_avg"], 0.1)     # (1 - beta1) * grad from zero
 
 
 @requires_torch

@@ -162,6 +162,87 @@ def to_scalar(x):
     return x
 
 
+# torch's arithmetic on 0-d tensors (a Tensor hyper-parameter, the float32
+# ``step`` tensor, float32 scalar state), reproduced with NumPy scalars of the
+# tensor's dtype.  NumPy's promotion (NEP 50: a Python float takes the other
+# operand's dtype; two scalars promote) is torch's for 0-d tensors, and +, -, *
+# round alike; division of a Python number by a tensor and powers do not, and
+# are spelled out below.  Used where torch's code computes its per-step
+# scalars with tensors: Tensor betas, ``differentiable=True``, some
+# ``foreach=True`` paths.
+
+def tensor_value(x):
+    """A 1-element array (a Tensor hyper-parameter) as a NumPy scalar of its
+    dtype; anything else unchanged."""
+    if isinstance(x, np.ndarray):
+        return x.reshape(())[()]
+    return x
+
+
+def _is_tensor(x) -> bool:
+    return isinstance(x, (np.generic, np.ndarray))
+
+
+def tensor_div(x, y):
+    """torch's ``x / y``.  For a Python number ``x`` and a tensor ``y`` this is
+    ``Tensor.__rtruediv__``, i.e. ``y.reciprocal() * x``: two roundings in
+    ``y``'s dtype, not one division."""
+    if _is_tensor(y) and not _is_tensor(x):
+        return (y.dtype.type(1) / y) * x
+    return x / y
+
+
+def tensor_pow(x, e):
+    """torch's ``x ** e`` (CPU kernels).
+
+    * tensor ** Python number (``pow_tensor_scalar``): 0.5, -0.5 and -1 are
+      ``sqrt``, ``1 / sqrt`` and ``reciprocal``; 2, 3 and -2 are products;
+      any other exponent goes through C's double ``pow`` and the result is
+      rounded to the tensor's dtype (NumPy's float32 power rounds otherwise).
+    * Python number ** tensor and tensor ** tensor (``pow_tensor_tensor``):
+      C's ``pow`` in the promoted dtype, ``powf`` for float32, which NumPy's
+      scalar power calls too.
+    """
+    if _is_tensor(x):
+        x = tensor_value(x)
+        if _is_tensor(e):
+            return x ** tensor_value(e)
+        dtype = x.dtype.type
+        if e == 0.5:
+            return np.sqrt(x)
+        if e == -0.5:
+            return dtype(1) / np.sqrt(x)
+        if e == -1:
+            return dtype(1) / x
+        if e == 2:
+            return x * x
+        if e == 3:
+            return x * x * x
+        if e == -2:
+            return dtype(1) / (x * x)
+        return dtype(float(x) ** e)
+    if _is_tensor(e):
+        e = tensor_value(e)
+        return e.dtype.type(x) ** e
+    return x ** e
+
+
 def bias_correction(beta: float, t: float) -> float:
     """``1 - beta ** t``: the Adam-family moment bias correction."""
     return 1 - beta ** t
+
+
+def _all_equal(a):
+    """Whether every element of 1-D ``a`` equals the first: the engine's check
+    that a group's per-parameter step counts (and scalar state) still agree
+    before it takes the steady path, which uses one value for all (a user may
+    edit ``state[p]["step"]`` in place).  A compiled loop: ~0.2 us against
+    ~1.5 us for ``a.min() == a.max()``."""
+    first = a[0]
+    for i in range(1, a.shape[0]):
+        if a[i] != first:
+            return False
+    return True
+
+
+all_equal = _jit(_all_equal)

@@ -277,8 +277,7 @@ def coalesce(indices: np.ndarray, values: np.ndarray, shape: tuple):
     starts = np.flatnonzero(new_run)
     flat = np.ascontiguousarray(values).reshape(nnz, -1)
     out = np.empty((len(starts), flat.shape[1]), values.dtype)
-    kernel = _sum_runs_cpu[0] if nnz * flat.shape[1] < config.PARALLEL_THRESHOLD \
-        else _sum_runs_cpu[1]
+    kernel = _sum_runs_cpu[1] if config.runs_parallel(nnz * flat.shape[1]) else _sum_runs_cpu[0]
     kernel(flat, perm, starts.astype(np.int64), out)
     return (np.ascontiguousarray(indices[:, perm[starts]]),
             out.reshape((len(starts),) + values.shape[1:]))
@@ -391,8 +390,7 @@ def scatter_add(param, grad, alpha: float, negate: bool = False) -> None:
         row_off = row_off * 2
         col_off = np.stack([2 * col_off, 2 * col_off + 1], axis=1).reshape(-1)
         fused = False   # torch's complex a * b + c: a product, then a sum
-    kernel = _scatter_add_cpu[0] if values.size < config.PARALLEL_THRESHOLD \
-        else _scatter_add_cpu[1]
+    kernel = _scatter_add_cpu[1] if config.runs_parallel(values.size) else _scatter_add_cpu[0]
     kernel(flat, row_off, col_off, values, perm, starts, flat.dtype.type(alpha), contiguous,
            fused, negate)
 

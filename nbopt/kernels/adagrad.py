@@ -8,7 +8,8 @@ Per element, with host scalars already rounded to the parameter dtype::
     p = p + (-clr) * g / (sqrt(s) + eps)
 
 with ``clr = lr / (1 + (t - 1) * lr_decay)`` computed on the host in float64
-at the parameter's own step count ``t``, as torch does.  The ``sum`` state
+at the parameter's own step count ``t``, as torch does (with ``fused=True``
+a Tensor lr as a double, as torch's fused kernel).  The ``sum`` state
 starts at ``initial_accumulator_value`` taken from the optimizer's defaults
 (torch ignores a per-group value), and torch creates it in the constructor.
 
@@ -71,6 +72,9 @@ adagrad_cpu = cpu_kernels(adagrad_segments)
 
 def adagrad_scalars(group, t, fresh, old, new):
     lr = to_scalar(group["lr"])
+    if group.get("fused"):
+        # torch's fused kernel takes lr as a C double (a Tensor's .item())
+        lr = float(lr)
     clr = lr / (1 + (t - 1) * group["lr_decay"])
     return (group["weight_decay"], -clr, group["eps"])
 
@@ -169,7 +173,7 @@ def _adagrad_sparse_step(param, state, grad, group, t):
                                                     False))
     row_off, col_off, contiguous = row_layout(param, grad.indices)
     values = np.ascontiguousarray(grad.values).reshape(grad.nnz, -1)
-    serial = values.size < config.PARALLEL_THRESHOLD
+    serial = not config.runs_parallel(values.size)
     if param.dtype.kind == "c":
         real = param.real.dtype.type
         kernel = adagrad_rows_complex_cpu[0] if serial else adagrad_rows_complex_cpu[1]

@@ -221,8 +221,8 @@ class _Table:
             scalars = _scalars(kind, value, self.real)
             flags = (self.cplx,) if kind == "swa" else (self.cplx, bool(abs(scalars[0]) < 0.5))
             serial, parallel = _KERNELS[kind]
-            knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE)
-            parallel_run = self.total >= knobs[0]
+            parallel_run = config.runs_parallel(self.total)
+            knobs = (parallel_run, config.CHUNK_SIZE)
             if self._knobs != knobs:
                 if parallel_run:
                     self._chunks = _chunks(self.seg[:, 2], knobs[1])

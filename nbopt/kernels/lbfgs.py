@@ -350,4 +350,4 @@ def table_chunks(sizes: np.ndarray) -> np.ndarray:
 def pick(kernels, n: int):
     """The serial kernel below ``config.PARALLEL_THRESHOLD`` elements, else the
     parallel one (both give the same bits: the blocking is the same)."""
-    return kernels[0] if n < config.PARALLEL_THRESHOLD else kernels[1]
+    return kernels[1] if config.runs_parallel(n) else kernels[0]

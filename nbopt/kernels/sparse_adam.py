@@ -92,7 +92,6 @@ def sparse_adam_step(param, exp_avg, exp_avg_sq, grad, group, step: int) -> None
     values = np.ascontiguousarray(grad.values).reshape(grad.nnz, -1)
     scalars = np.array([np.asarray(x, np.float64) for x in sparse_adam_scalars(group, step)],
                        np.float64).astype(param.dtype)
-    kernel = sparse_adam_cpu[0] if values.size < config.PARALLEL_THRESHOLD \
-        else sparse_adam_cpu[1]
+    kernel = sparse_adam_cpu[1] if config.runs_parallel(values.size) else sparse_adam_cpu[0]
     kernel(memory_view(param), memory_view(exp_avg), memory_view(exp_avg_sq), row_off,
            col_off, values, scalars, contiguous, bool(group.get("maximize", False)))

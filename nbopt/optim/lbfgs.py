@@ -573,7 +573,7 @@ class LBFGS(Optimizer):
         dtype = np.result_type(*reals) if all(r.kind == "f" for r in reals) else None
         return {k: _cast_to(v, dtype) for k, v in value.items()}
 
-    def _check_loaded_state(self, param, value, where: str) -> None:
+    def _check_loaded_state(self, param, value, where: str, group: dict) -> None:
         if not self.param_groups or param is not self.param_groups[0]["params"][0]:
             return
         numel = sum(2 * p.size if p.dtype.kind == "c" else p.size

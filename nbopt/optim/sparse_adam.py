@@ -131,7 +131,7 @@ class SparseAdam(Optimizer):
             raise ValueError(f"Complex params at indices {complex_params}: "
                              "SparseAdam does not support complex parameters")
 
-    def _check_loaded_state(self, param, value, where: str) -> None:
+    def _check_loaded_state(self, param, value, where: str, group: dict) -> None:
         for name in _MOMENTS:
             if name in value:
                 arr = value[name]
