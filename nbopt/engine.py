@@ -228,16 +228,27 @@ class ParamState(dict):
         self._touch()
 
 
-class StoredScalars(tuple):
-    """Scalar state as stored (Python floats), with the dtype of the 0-d
-    arrays holding it (``dtype``): float32, as torch creates it, or float64
-    once loaded into float64 parameters.  What ``AlgorithmSpec.scalars``
-    receives as ``new``."""
+def _rounded(values, dtype) -> list:
+    """``values`` as Python floats, rounded to ``dtype`` as storing them in a
+    0-d array of it would round them (already-rounded scalars are not
+    converted twice)."""
+    return [float(v) if type(v) is dtype else float(dtype(v)) for v in values]
 
-    def __new__(cls, values, dtype):
-        obj = super().__new__(cls, values)
-        obj.dtype = dtype
-        return obj
+
+class _Stored32(tuple):
+    """Scalar state as stored (Python floats), with the dtype of the 0-d
+    arrays holding it: float32, as torch creates it.  What
+    ``AlgorithmSpec.scalars`` receives as ``new`` (a class per dtype: a tuple
+    built in C, no Python ``__new__``)."""
+
+    dtype = np.float32
+
+
+class _Stored64(tuple):
+    """As :class:`_Stored32`, for scalar state loaded into float64 parameters
+    (torch's load_state_dict casts it to the parameter dtype)."""
+
+    dtype = np.float64
 
 
 class ParsedState(NamedTuple):
@@ -424,10 +435,8 @@ class FlatGroup:
         dtype of torch's 0-d state tensors, float32, or float64 for wide slots."""
         if not old:
             return ()
-        new = self.spec.advance(group, t, old, np.float64 if wide else np.float32)
-        if wide:
-            return StoredScalars([float(np.float64(v)) for v in new], np.float64)
-        return StoredScalars([float(np.float32(v)) for v in new], np.float32)
+        stored = _Stored64 if wide else _Stored32
+        return stored(_rounded(self.spec.advance(group, t, old, stored.dtype), stored.dtype))
 
     def _owns(self, entry, state, i: int) -> bool:
         """Whether ``entry`` was made for slot ``i`` in this state mapping (then
@@ -568,7 +577,9 @@ class FlatGroup:
         """Validate this step and compute everything it writes (host scalars,
         scalar state, step counts, kernel arguments), changing nothing; the
         returned work's ``run`` then cannot fail half-way."""
-        changes = self.sync(state, group)
+        seen = self._seen       # sync's O(1) check, inlined: this runs every step
+        changes = None if seen[0] is state and seen[1] == state.version \
+            else self.sync(state, group)
         steady = self._steady
         if changes is None and steady is not None and steady.matches(self, group):
             return steady.plan()
@@ -814,11 +825,13 @@ class _Steady:
     scalar state) is equal (all parameters step together), the optional state
     the group wants is allocated for every parameter, the config knobs are
     unchanged, and the state mapping has not been edited (checked by
-    :meth:`FlatGroup.sync` before this).
+    :meth:`FlatGroup.sync` before this).  Every microsecond here is paid by a
+    1k-element step: work that can be done once is done in ``__init__``.
     """
 
     __slots__ = ("fg", "group", "seg", "chunks", "kernel", "arrays", "scalars", "present",
-                 "knobs", "grad_ids", "epoch", "uniform", "t", "new")
+                 "knobs", "grad_ids", "epoch", "uniform", "t", "new", "wide", "sarrays",
+                 "stored", "rows")
 
     def __init__(self, fg, group, seg, chunks, kernel, arrays):
         from .kernels._common import all_equal
@@ -830,11 +843,17 @@ class _Steady:
         self.epoch = Parameter._grad_epoch
         self.kernel, self.arrays = kernel, arrays
         self.scalars = np.empty((len(seg), fg.spec.n_scalars), fg.dtype)
+        self.rows = 0 if len(seg) == 1 else slice(None)
         self.present = {s.name: bool(fg.present[s.name].all()) for s in fg.spec.state}
-        self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE, config.parallel_allowed())
+        self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE, config._serial_only)
+        # every slot has one width (one key): its scalar-state arrays, and how
+        # a new value is rounded when stored
+        self.wide = bool(fg.wide[0])
+        self.sarrays = list(fg.scalar_arrays(self.wide).values())
+        self.stored = _Stored64 if self.wide else _Stored32
         # a user may write a step count or scalar state in place (the entries
         # are views): the values must still agree for one row to serve all
-        shared = [fg.steps, *fg.scalar_arrays(bool(fg.wide[0])).values()]
+        shared = [fg.steps, *self.sarrays]
         self.uniform = [(all_equal, a) for a in shared] if len(fg.params) > 1 else []
         self.t, self.new = 0.0, ()
 
@@ -845,8 +864,9 @@ class _Steady:
             if list(map(id, map(_GRAD, fg.params))) != self.grad_ids:
                 return False
             self.epoch = epoch
-        if self.group is not group or self.knobs != (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE,
-                                                     config.parallel_allowed()):
+        knobs = self.knobs
+        if (self.group is not group or knobs[0] != config.PARALLEL_THRESHOLD
+                or knobs[1] != config.CHUNK_SIZE or knobs[2] is not config._serial_only):
             return False
         for s in fg.spec.state:
             if s.wanted(group) and not self.present[s.name]:
@@ -864,20 +884,28 @@ class _Steady:
         t = fg.steps.item(0) + 1.0
         if t > 16777216.0:
             t = float(np.float32(t))
-        old = fg.scalar_values(0)
-        new = fg.advance_values(group, t, old, bool(fg.wide[0])) if old else ()
-        self.scalars[:] = checked_row(fg.spec.scalars(group, t, False, old, new), group,
-                                      fg.group_index)
+        if self.sarrays:
+            old = tuple([arr.item(0) for arr in self.sarrays])
+            stored = self.stored
+            new = stored(_rounded(fg.spec.advance(group, t, old, stored.dtype), stored.dtype))
+        else:
+            old = new = ()
+        row = fg.spec.scalars(group, t, False, old, new)
+        try:
+            sum(row)            # see checked_row
+        except TypeError:
+            checked_row(row, group, fg.group_index)
+        # one segment (the usual case) is a row assignment, not a broadcast
+        self.scalars[self.rows] = row
         self.t, self.new = t, new
         return self
 
     def run(self) -> None:
-        fg = self.fg
-        fg.steps.fill(self.t)
-        if self.new:
-            for arr, value in zip(fg.scalar_arrays(bool(fg.wide[0])).values(), self.new):
-                arr.fill(value)
-        self.kernel(self.seg, self.chunks, self.scalars, *self.arrays, *fg.spec.flags(self.group))
+        self.fg.steps.fill(self.t)
+        for arr, value in zip(self.sarrays, self.new):
+            arr.fill(value)
+        self.kernel(self.seg, self.chunks, self.scalars, *self.arrays,
+                    *self.fg.spec.flags(self.group))
 
 
 def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray, steps: np.ndarray,

@@ -86,7 +86,12 @@ def _as_tensor(x):
 def asgd_advance(group, t, old, dtype):
     # torch: eta.copy_(torch.as_tensor(...)), mu.copy_(torch.as_tensor(...)):
     # rounded by as_tensor first, then by the state's own dtype on storing
-    lr = tensor_value(to_scalar(group["lr"]))
+    lr = group["lr"]
+    if type(lr) is float and not group.get("foreach"):
+        # the common case, as below without the tensor helpers (~0.5 us a step)
+        return (np.float32(lr / (1 + group["lambd"] * lr * t) ** group["alpha"]),
+                np.float32(1 / max(1, t - group["t0"])))
+    lr = tensor_value(to_scalar(lr))
     lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
     if group.get("foreach"):
         # torch's foreach path takes the float32 ``step`` tensor itself (not
