@@ -261,9 +261,25 @@ class ParsedState(NamedTuple):
     initialized: bool         # False: the slot starts afresh at its next step
 
 
-def _is_real_scalar(value) -> bool:
-    # a numeric dtype, not np.isreal: that accepts None (which would load as NaN)
-    return np.ndim(value) == 0 and np.asarray(value).dtype.kind in "biuf"
+def check_state_scalar(what: str, name: str, where: str, value) -> None:
+    """A state scalar (``step``, ``eta``, ...) must be a real number: a
+    numeric dtype, not np.isreal, which accepts None (it would load as NaN)."""
+    if np.ndim(value) != 0 or np.asarray(value).dtype.kind not in "biuf":
+        raise ValueError(f"{what} {name!r} for {where} must be a real scalar, got {value!r}")
+
+
+def check_state_array(what: str, name: str, where: str, value, param) -> None:
+    """A state array must be an ndarray shaped like its parameter, of a dtype
+    that can hold the parameter's state (complex only for complex ones)."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{what} {name!r} for {where} must be an array, "
+                         f"got {type(value).__name__}")
+    if value.shape != param.shape:
+        raise ValueError(f"{what} {name!r} for {where} has shape {value.shape}, "
+                         f"but the parameter has shape {param.shape}")
+    if value.dtype.kind not in ("biufc" if param.dtype.kind == "c" else "biuf"):
+        raise ValueError(f"{what} {name!r} for {where} has dtype {value.dtype}, "
+                         f"which cannot hold the state of a {param.dtype} parameter")
 
 
 def parse_state(spec: AlgorithmSpec, group: Mapping, param, entry: Mapping, where: str,
@@ -283,10 +299,7 @@ def parse_state(spec: AlgorithmSpec, group: Mapping, param, entry: Mapping, wher
         if s.name not in entry:
             raise KeyError(s.name)
     for name in (["step"] if spec.has_step else []) + [s.name for s in spec.scalar_state]:
-        if not _is_real_scalar(entry[name]):
-            raise ValueError(f"{what} {name!r} for {where} must be a real scalar, "
-                             f"got {entry[name]!r}")
-    kinds = "biufc" if param.dtype.kind == "c" else "biuf"
+        check_state_scalar(what, name, where, entry[name])
     arrays = {}
     for s in spec.state:
         value = entry.get(s.name)
@@ -296,15 +309,7 @@ def parse_state(spec: AlgorithmSpec, group: Mapping, param, entry: Mapping, wher
             if s.wanted(group):
                 raise KeyError(s.name)
             continue
-        if not isinstance(value, np.ndarray):
-            raise ValueError(f"{what} {s.name!r} for {where} must be an array, "
-                             f"got {type(value).__name__}")
-        if value.shape != param.shape:
-            raise ValueError(f"{what} {s.name!r} for {where} has shape {value.shape}, "
-                             f"but the parameter has shape {param.shape}")
-        if value.dtype.kind not in kinds:
-            raise ValueError(f"{what} {s.name!r} for {where} has dtype {value.dtype}, "
-                             f"which cannot hold the state of a {param.dtype} parameter")
+        check_state_array(what, s.name, where, value, param)
         arrays[s.name] = value
     scalars = tuple(entry[s.name] for s in spec.scalar_state)
     # loaded scalar state that is not float32 (cast to a float64 parameter's

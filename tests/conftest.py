@@ -1,3 +1,4 @@
+import functools
 import os
 import sys
 
@@ -13,3 +14,13 @@ except ImportError:
 
 requires_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed "
                                     "(live comparison; committed reference data still runs)")
+
+
+@functools.lru_cache(maxsize=None)
+def load_reference(path: str) -> dict:
+    """The arrays of a committed reference ``.npz`` (loaded once per process,
+    never unpickled); callers must not modify them."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

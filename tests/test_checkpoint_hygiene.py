@@ -297,7 +297,7 @@ def test_arbitrary_bytes_raise_valueerror_never_suggesting_unsafe_loading(
     load_error(path)
 
 
-def test_truncations_never_suggest_unsafe_loading(tmp_path):
+def test_every_truncation_raises_valueerror_never_suggesting_unsafe_loading(tmp_path):
     path = tmp_path / "ckpt"
     save({"state": {0: {"m": np.arange(10.0)}}, "lr": 0.1}, path)
     data = path.read_bytes()

@@ -20,20 +20,14 @@ import numpy as np
 import pytest
 
 from cases import CASES, DTYPES, STEPS, TOLERANCES
-from conftest import requires_torch
+from conftest import load_reference, requires_torch
 from trajectory import make_inputs, run_nbopt, run_torch
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch_reference.npz")
 
-_reference = None
-
 
 def reference():
-    global _reference
-    if _reference is None:
-        with np.load(DATA, allow_pickle=False) as z:
-            _reference = {k: z[k] for k in z.files}
-    return _reference
+    return load_reference(DATA)
 
 
 def stored(case, dtype):

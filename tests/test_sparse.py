@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import nbopt
-from conftest import HAVE_TORCH, requires_torch
+from conftest import HAVE_TORCH, load_reference, requires_torch
 from make_sparse_reference import (CASES, CHECKPOINT_STEP, DTYPES, N_MISSING, PARAMS, STEPS,
                                    SparseCase, adversarial_keys, make_inputs,
                                    run_nbopt, run_torch, step_grad)
@@ -34,15 +34,9 @@ RTOL = {"float32": 1e-5, "float64": 1e-12, "complex64": 1e-5, "complex128": 1e-1
 PAIRS = [(c, d) for c in CASES for d in c.dtypes]
 PAIR_IDS = [f"{c.id}-{d}" for c, d in PAIRS]
 
-_reference = None
-
 
 def reference() -> dict:
-    global _reference
-    if _reference is None:
-        with np.load(DATA, allow_pickle=False) as z:
-            _reference = {k: z[k] for k in z.files}
-    return _reference
+    return load_reference(DATA)
 
 
 def stored_inputs(dtype):

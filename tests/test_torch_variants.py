@@ -20,7 +20,7 @@ import pytest
 
 from cases import (CHECKPOINT_STEP, SHAPES, STEPS, VARIANT_CASES, Case, grad_is_none,
                    variant_dtypes)
-from conftest import requires_torch
+from conftest import load_reference, requires_torch
 from test_parity import assert_same_trajectory
 from trajectory import _snapshot, make_inputs, reloaded
 
@@ -96,15 +96,8 @@ def run(lib: str, case: Case, inputs, reload: bool = False):
 
 # -- committed reference data ---------------------------------------------------
 
-_reference = None
-
-
 def reference():
-    global _reference
-    if _reference is None:
-        with np.load(DATA, allow_pickle=False) as z:
-            _reference = {k: z[k] for k in z.files}
-    return _reference
+    return load_reference(DATA)
 
 
 def stored(case: Case, dtype: str):

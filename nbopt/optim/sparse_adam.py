@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine import param_where
+from ..engine import check_state_array, check_state_scalar, param_where
 from ..optimizer import Optimizer
 from ..parameter import as_sparse_grad, is_sparse_grad
 from ._validation import check_beta, check_tensor_lr
@@ -134,18 +134,9 @@ class SparseAdam(Optimizer):
     def _check_loaded_state(self, param, value, where: str, group: dict) -> None:
         for name in _MOMENTS:
             if name in value:
-                arr = value[name]
-                if not isinstance(arr, np.ndarray):
-                    raise ValueError(f"loaded state {name!r} for {where} must be an array, "
-                                     f"got {type(arr).__name__}")
-                if arr.shape != param.shape:
-                    raise ValueError(f"loaded state {name!r} for {where} has shape {arr.shape}, "
-                                     f"but the parameter has shape {param.shape}")
+                check_state_array("loaded state", name, where, value[name], param)
         if "step" in value:
-            step = value["step"]
-            if np.ndim(step) != 0 or np.asarray(step).dtype.kind not in "biuf":
-                raise ValueError(f"loaded state 'step' for {where} must be a real scalar, "
-                                 f"got {step!r}")
+            check_state_scalar("loaded state", "step", where, value["step"])
 
     def _check_grad(self, gi: int, pos: int, p, g):
         """Validate one gradient (nothing changes); returns it as a SparseGrad."""
