@@ -75,14 +75,30 @@ def checked_row(row, group: Mapping, group_index: int):
     """
     try:
         sum(row)
-    except TypeError:
-        for key, value in group.items():
-            if key != "params" and (value is None or isinstance(value, str)) \
-                    and key not in _NON_NUMERIC_OPTIONS:
-                raise TypeError(f"param_groups[{group_index}][{key!r}] must be a number, "
-                                f"got {type(value).__name__} {value!r}") from None
+    except TypeError as error:
+        name_bad_option(group, group_index, error)
         raise
     return row
+
+
+def name_bad_option(group: Mapping, group_index: int, error: TypeError) -> None:
+    """Raise a TypeError naming the option (None or a string where a number
+    belongs) behind ``error``, raised by the host maths; return if none is."""
+    for key, value in group.items():
+        if key != "params" and (value is None or isinstance(value, str)) \
+                and key not in _NON_NUMERIC_OPTIONS:
+            raise TypeError(f"param_groups[{group_index}][{key!r}] must be a number, "
+                            f"got {type(value).__name__} {value!r}") from error
+
+
+def _host(fn, group: Mapping, group_index: int, *args):
+    """``fn(*args)``, host maths that reads the group's options: a TypeError
+    names the bad option."""
+    try:
+        return fn(*args)
+    except TypeError as error:
+        name_bad_option(group, group_index, error)
+        raise
 
 
 # options whose value may be None or a string
@@ -641,7 +657,7 @@ class FlatGroup:
                     raise KeyError(s.name)
         init = None
         if len(fresh_slots):
-            init = _InitValues.of(spec, group, defaults)
+            init = _host(_InitValues.of, group, self.group_index, spec, group, defaults)
             steps[fresh_slots] = 0
             wide[fresh_slots] = False
             for arr, value in zip(sval.values(), init.scalars):
@@ -671,12 +687,14 @@ class FlatGroup:
                                                      sval, wide)
                 rows = []
                 for k, (t, f, w, *old) in enumerate(keys):
-                    new = self.advance_values(group, t, tuple(old), w)
+                    new = _host(self.advance_values, group, self.group_index, group, t,
+                                tuple(old), w)
                     if new:
                         members = dense[slot_key == k]
                         for arr, value in zip(sval.values(), new):
                             arr[members] = value
-                    rows.append(checked_row(spec.scalars(group, t, f, tuple(old), new),
+                    rows.append(checked_row(_host(spec.scalars, group, self.group_index,
+                                                  group, t, f, tuple(old), new),
                                             group, self.group_index))
                 scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(self.dtype)
                 seg = np.ascontiguousarray(segments[:, :4])
@@ -889,17 +907,19 @@ class _Steady:
         t = fg.steps.item(0) + 1.0
         if t > 16777216.0:
             t = float(np.float32(t))
-        if self.sarrays:
-            old = tuple([arr.item(0) for arr in self.sarrays])
-            stored = self.stored
-            new = stored(_rounded(fg.spec.advance(group, t, old, stored.dtype), stored.dtype))
-        else:
-            old = new = ()
-        row = fg.spec.scalars(group, t, False, old, new)
         try:
+            if self.sarrays:
+                old = tuple([arr.item(0) for arr in self.sarrays])
+                stored = self.stored
+                new = stored(_rounded(fg.spec.advance(group, t, old, stored.dtype),
+                                      stored.dtype))
+            else:
+                old = new = ()
+            row = fg.spec.scalars(group, t, False, old, new)
             sum(row)            # see checked_row
-        except TypeError:
-            checked_row(row, group, fg.group_index)
+        except TypeError as error:
+            name_bad_option(group, fg.group_index, error)
+            raise
         # one segment (the usual case) is a row assignment, not a broadcast
         self.scalars[self.rows] = row
         self.t, self.new = t, new

@@ -540,8 +540,10 @@ def test_a_bad_value_in_the_last_group_changes_nothing(cls, kwargs, key, value, 
         assert opt._flat[0].flat[0]._steady is not None
     before = _everything(opt)
     opt.param_groups[1][key] = value
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(TypeError) as info:
         opt.step()
+    if not isinstance(value, tuple):
+        assert str(info.value).startswith(f"param_groups[1][{key!r}] must be a number")
     _bit_identical(_everything(opt), before)
     # and the optimizer goes on as if the failed step had not been tried
     opt.param_groups[1][key] = 0.02 if key == "lr" else opt.defaults[key]
