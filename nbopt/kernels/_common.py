@@ -20,6 +20,7 @@ this module, clear the ``__pycache__`` folders of ``nbopt/kernels`` (or set
 from __future__ import annotations
 
 import types as _pytypes
+from fractions import Fraction
 
 import numpy as np
 from numba import carray, njit, types
@@ -29,12 +30,24 @@ from numba.extending import intrinsic, overload
 
 from .. import config
 
-__all__ = ["fma", "lerp", "addr_to_ptr", "chunk_views", "cpu_kernels"]
+__all__ = ["fma", "lerp", "addr_to_ptr", "chunk_views", "cpu_kernels", "cuda_kernel"]
 
 
 def fma(a, b, c):
-    """``a * b + c`` with a single rounding (Python reference: two roundings)."""
-    return a * b + c
+    """``a * b + c`` with a single rounding.
+
+    The Python reference (what the CUDA simulator runs) computes the exact
+    value with fractions and rounds it once to double, then to the operands'
+    type: exact for float64, within an ulp for float32 (a double rounding,
+    rarely); non-finite operands fall back to two roundings.  Compiled code
+    uses the overloads below (one LLVM/CUDA fma instruction).
+    """
+    kind = type(a)
+    try:
+        exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+    except (OverflowError, ValueError):         # inf or nan
+        return a * b + c
+    return kind(float(exact))
 
 
 @intrinsic
@@ -147,6 +160,34 @@ def cpu_kernels(loop):
     serial_fn.__module__ = loop.__module__
     serial_fn.__doc__ = loop.__doc__
     return _jit(serial_fn), _jit(loop, parallel=True)
+
+
+class CudaKernel:
+    """A kernels module's CUDA segment loop, compiled on first use (importing
+    numba.cuda only then): ``kernel(blocks, threads, *args)``."""
+
+    def __init__(self, loop, *elements):
+        self.loop, self.elements = loop, elements
+        self._compiled = None
+
+    def get(self):
+        if self._compiled is None:
+            from ._cuda import compile_kernel
+
+            self._compiled = compile_kernel(self.loop, self.elements)
+        return self._compiled
+
+    def __call__(self, blocks, threads, *args):
+        self.get()[blocks, threads](*args)
+
+
+def cuda_kernel(loop, *elements) -> CudaKernel:
+    """The CUDA kernel of segment loop ``loop``, which calls the plain-Python
+    element functions ``elements``.  The names the loop reads (``cuda``,
+    ``device_chunk``) are bound in its module by
+    nbopt.kernels._cuda when it is compiled; the module declares them as
+    None until then."""
+    return CudaKernel(loop, *elements)
 
 
 # --------------------------------------------------------------------------

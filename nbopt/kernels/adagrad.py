@@ -36,9 +36,11 @@ from numba import njit, prange
 
 from .. import config
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, fma, to_scalar
+from ._common import chunk_views, cpu_kernels, cuda_kernel, fma, to_scalar
 from ..parameter import SparseGrad
 from ._sparse import add_is_fused, memory_view, row_layout
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def adagrad_update(p, g, s, wd, neg_clr, eps, maximize, wd_on):
@@ -68,6 +70,20 @@ def adagrad_segments(segments, chunks, scalars, state_sum, maximize, wd_on):
 
 
 adagrad_cpu = cpu_kernels(adagrad_segments)
+
+
+def adagrad_cuda_segments(segments, chunks, scalars, state_sum, maximize, wd_on):
+    # the CPU loop's body as a grid-stride kernel (see adam_cuda_segments)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, state_sum)
+        wd, neg_clr, eps = scalars[s, 0], scalars[s, 1], scalars[s, 2]
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            param[i], state_sum[j] = adagrad_update(
+                param[i], grad[i], state_sum[j], wd, neg_clr, eps, maximize, wd_on)
+
+
+adagrad_cuda = cuda_kernel(adagrad_cuda_segments, adagrad_update)
 
 
 def adagrad_scalars(group, t, fresh, old, new):
@@ -193,6 +209,7 @@ SPEC = register(AlgorithmSpec(
     scalars=adagrad_scalars,
     flags=adagrad_flags,
     cpu=adagrad_cpu,
+    cuda=adagrad_cuda,
     n_scalars=3,
     sparse=adagrad_sparse,
 ))

@@ -25,8 +25,10 @@ import numpy as np
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (bias_correction, chunk_views, cpu_kernels, fma, lerp, tensor_div,
-                      tensor_pow, tensor_value, to_scalar)
+from ._common import (bias_correction, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
+                      tensor_div, tensor_pow, tensor_value, to_scalar)
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def adam_update(p, g, m, v, vmax, wd, decay, w1, beta2, omb2, neg_step_size, bc2_sqrt, eps,
@@ -83,6 +85,31 @@ def adam_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, max_exp_avg_sq
 adam_cpu = cpu_kernels(adam_segments)
 
 
+def adam_cuda_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, max_exp_avg_sq,
+                       amsgrad, maximize, decoupled, wd_on):
+    # the CPU loop's body as a grid-stride kernel: blocks over chunks,
+    # threads over a chunk's elements (see nbopt.kernels._cuda)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, exp_avg)
+        wd, decay, w1, beta2 = scalars[s, 0], scalars[s, 1], scalars[s, 2], scalars[s, 3]
+        omb2, neg_step_size, bc2_sqrt, eps = scalars[s, 4], scalars[s, 5], scalars[s, 6], \
+            scalars[s, 7]
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            if amsgrad:
+                param[i], exp_avg[j], exp_avg_sq[j], max_exp_avg_sq[j] = adam_update(
+                    param[i], grad[i], exp_avg[j], exp_avg_sq[j], max_exp_avg_sq[j], wd, decay,
+                    w1, beta2, omb2, neg_step_size, bc2_sqrt, eps, True, maximize, decoupled,
+                    wd_on)
+            else:
+                param[i], exp_avg[j], exp_avg_sq[j], _ = adam_update(
+                    param[i], grad[i], exp_avg[j], exp_avg_sq[j], exp_avg_sq[j], wd, decay, w1,
+                    beta2, omb2, neg_step_size, bc2_sqrt, eps, False, maximize, decoupled, wd_on)
+
+
+adam_cuda = cuda_kernel(adam_cuda_segments, adam_update)
+
+
 def adam_scalars(group, t, fresh, old, new):
     lr = to_scalar(group["lr"])
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
@@ -136,5 +163,6 @@ SPEC = register(AlgorithmSpec(
     scalars=adam_scalars,
     flags=adam_flags,
     cpu=adam_cpu,
+    cuda=adam_cuda,
     n_scalars=8,
 ))

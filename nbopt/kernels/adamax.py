@@ -20,7 +20,10 @@ import numpy as np
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import bias_correction, chunk_views, cpu_kernels, fma, lerp, to_scalar
+from ._common import (bias_correction, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
+                      to_scalar)
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def adamax_update(p, g, m, u, wd, w1, beta2, eps, neg_clr, maximize, wd_on):
@@ -60,6 +63,23 @@ def adamax_segments(segments, chunks, scalars, exp_avg, exp_inf, maximize, wd_on
 adamax_cpu = cpu_kernels(adamax_segments)
 
 
+def adamax_cuda_segments(segments, chunks, scalars, exp_avg, exp_inf, maximize, wd_on):
+    # the CPU loop's body as a grid-stride kernel: blocks over chunks,
+    # threads over a chunk's elements (see nbopt.kernels._cuda)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, exp_avg)
+        wd, w1, beta2 = scalars[s, 0], scalars[s, 1], scalars[s, 2]
+        eps, neg_clr = scalars[s, 3], scalars[s, 4]
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            param[i], exp_avg[j], exp_inf[j] = adamax_update(
+                param[i], grad[i], exp_avg[j], exp_inf[j], wd, w1, beta2, eps, neg_clr,
+                maximize, wd_on)
+
+
+adamax_cuda = cuda_kernel(adamax_cuda_segments, adamax_update)
+
+
 def adamax_scalars(group, t, fresh, old, new):
     lr = to_scalar(group["lr"])
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
@@ -81,5 +101,6 @@ SPEC = register(AlgorithmSpec(
     scalars=adamax_scalars,
     flags=adamax_flags,
     cpu=adamax_cpu,
+    cuda=adamax_cuda,
     n_scalars=5,
 ))

@@ -27,8 +27,10 @@ import numpy as np
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import (chunk_views, cpu_kernels, fma, tensor_div, tensor_pow, tensor_value,
-                      to_scalar)
+from ._common import (chunk_views, cpu_kernels, cuda_kernel, fma, tensor_div, tensor_pow,
+                      tensor_value, to_scalar)
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def asgd_update(p, g, ax, wd, decay, neg_eta, mu, average, maximize, wd_on):
@@ -69,6 +71,29 @@ def asgd_segments(segments, chunks, scalars, ax_state, maximize, wd_on):
 
 
 asgd_cpu = cpu_kernels(asgd_segments)
+
+
+def asgd_cuda_segments(segments, chunks, scalars, ax_state, maximize, wd_on):
+    # the CPU loop's body as a grid-stride kernel: blocks over chunks,
+    # threads over a chunk's elements (see nbopt.kernels._cuda)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, ax_state)
+        wd, decay, neg_eta, mu = scalars[s, 0], scalars[s, 1], scalars[s, 2], scalars[s, 3]
+        # mu != 1, decided per parameter on the host (as the CPU loop)
+        average = scalars[s, 4] != 0
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            if average:
+                param[i], ax_state[j] = asgd_update(
+                    param[i], grad[i], ax_state[j], wd, decay, neg_eta, mu, True, maximize,
+                    wd_on)
+            else:
+                param[i], ax_state[j] = asgd_update(
+                    param[i], grad[i], ax_state[j], wd, decay, neg_eta, mu, False, maximize,
+                    wd_on)
+
+
+asgd_cuda = cuda_kernel(asgd_cuda_segments, asgd_update)
 
 
 def asgd_scalars(group, t, fresh, old, new):
@@ -117,6 +142,7 @@ SPEC = register(AlgorithmSpec(
     scalars=asgd_scalars,
     flags=asgd_flags,
     cpu=asgd_cpu,
+    cuda=asgd_cuda,
     scalar_state=(ScalarStateSpec("eta", init=lambda group, defaults: to_scalar(group["lr"])),
                   ScalarStateSpec("mu", init=1.0)),
     advance=asgd_advance,

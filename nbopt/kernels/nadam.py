@@ -37,8 +37,10 @@ import numpy as np
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import (bias_correction, chunk_views, cpu_kernels, fma, lerp, tensor_div,
-                      tensor_value, to_scalar)
+from ._common import (bias_correction, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
+                      tensor_div, tensor_value, to_scalar)
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def nadam_update(p, g, m, v, wd, decay, w1, beta2, omb2, bc2, eps, c_grad, c_avg,
@@ -80,6 +82,25 @@ def nadam_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, maximize, dec
 nadam_cpu = cpu_kernels(nadam_segments)
 
 
+def nadam_cuda_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, maximize, decoupled,
+                        wd_on):
+    # the CPU loop's body as a grid-stride kernel: blocks over chunks,
+    # threads over a chunk's elements (see nbopt.kernels._cuda)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, exp_avg)
+        wd, decay, w1, beta2 = scalars[s, 0], scalars[s, 1], scalars[s, 2], scalars[s, 3]
+        omb2, bc2, eps = scalars[s, 4], scalars[s, 5], scalars[s, 6]
+        c_grad, c_avg = scalars[s, 7], scalars[s, 8]
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            param[i], exp_avg[j], exp_avg_sq[j] = nadam_update(
+                param[i], grad[i], exp_avg[j], exp_avg_sq[j], wd, decay, w1, beta2, omb2, bc2,
+                eps, c_grad, c_avg, maximize, decoupled, wd_on)
+
+
+nadam_cuda = cuda_kernel(nadam_cuda_segments, nadam_update)
+
+
 def _mu(group, t):
     """torch's momentum cache ``mu_t`` (Python doubles)."""
     beta1 = group["betas"][0]
@@ -119,7 +140,6 @@ def _differentiable_coefficients(lr, mu, mu_next, mu_product, dtype):
     return c_grad, c_avg
 
 
-
 def nadam_advance(group, t, old, dtype):
     # torch: ``mu_product *= mu`` on a 0-d tensor of ``dtype`` (float32, or
     # float64 once loaded into float64 params): mu is rounded to that dtype
@@ -140,6 +160,7 @@ SPEC = register(AlgorithmSpec(
     scalars=nadam_scalars,
     flags=nadam_flags,
     cpu=nadam_cpu,
+    cuda=nadam_cuda,
     scalar_state=(ScalarStateSpec("mu_product", init=1.0),),
     advance=nadam_advance,
     n_scalars=9,

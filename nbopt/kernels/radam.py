@@ -35,8 +35,10 @@ import math
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (bias_correction, chunk_views, cpu_kernels, fma, lerp, tensor_value,
-                      to_scalar)
+from ._common import (bias_correction, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
+                      tensor_value, to_scalar)
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def radam_update(p, g, m, v, wd, decay, w1, beta2, omb2, bc1, lr, eps, bc2_sqrt, rect, one,
@@ -88,6 +90,31 @@ def radam_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, maximize, dec
 
 
 radam_cpu = cpu_kernels(radam_segments)
+
+
+def radam_cuda_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, maximize, decoupled,
+                        wd_on):
+    # the CPU loop's body as a grid-stride kernel: blocks over chunks,
+    # threads over a chunk's elements (see nbopt.kernels._cuda)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, exp_avg)
+        wd, decay, w1, beta2 = scalars[s, 0], scalars[s, 1], scalars[s, 2], scalars[s, 3]
+        omb2, bc1, lr, eps = scalars[s, 4], scalars[s, 5], scalars[s, 6], scalars[s, 7]
+        bc2_sqrt, rect, one = scalars[s, 8], scalars[s, 9], scalars[s, 10]
+        rectified = scalars[s, 11] != 0
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            if rectified:
+                param[i], exp_avg[j], exp_avg_sq[j] = radam_update(
+                    param[i], grad[i], exp_avg[j], exp_avg_sq[j], wd, decay, w1, beta2, omb2,
+                    bc1, lr, eps, bc2_sqrt, rect, one, True, maximize, decoupled, wd_on)
+            else:
+                param[i], exp_avg[j], exp_avg_sq[j] = radam_update(
+                    param[i], grad[i], exp_avg[j], exp_avg_sq[j], wd, decay, w1, beta2, omb2,
+                    bc1, lr, eps, bc2_sqrt, rect, one, False, maximize, decoupled, wd_on)
+
+
+radam_cuda = cuda_kernel(radam_cuda_segments, radam_update)
 
 
 def radam_scalars(group, t, fresh, old, new):
@@ -147,5 +174,6 @@ SPEC = register(AlgorithmSpec(
     scalars=radam_scalars,
     flags=radam_flags,
     cpu=radam_cpu,
+    cuda=radam_cuda,
     n_scalars=12,
 ))

@@ -24,10 +24,31 @@ from __future__ import annotations
 
 import math
 
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, fma, lerp, to_scalar
+from ._common import chunk_views, cpu_kernels, cuda_kernel, fma, lerp, to_scalar
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
+
+
+def _sqrt(x):
+    """``math.sqrt(x)``, NaN below 0 (roundoff in the centered ``v - ga * ga``)
+    as in compiled code, also when run as Python (the CUDA simulator), where
+    ``math.sqrt`` raises.  The CPU loop compiles it to ``math.sqrt`` alone (the
+    overload below), the CUDA kernel as written."""
+    if x < 0:
+        return (x - x) / (x - x)            # NaN of x's type
+    return math.sqrt(x)
+
+
+@overload(_sqrt, target="cpu", inline="always")
+def _sqrt_cpu(x):
+    if isinstance(x, types.Float):
+        def impl(x):
+            return math.sqrt(x)
+        return impl
 
 
 def rmsprop_update(p, g, v, ga, buf, wd, alpha, oma, eps, momentum, neg_lr,
@@ -40,7 +61,7 @@ def rmsprop_update(p, g, v, ga, buf, wd, alpha, oma, eps, momentum, neg_lr,
     v = fma(oma * g, g, v * alpha)          # square_avg.mul_(alpha).addcmul_(g, g, value=1-alpha)
     if centered:
         ga = lerp(ga, g, oma)               # grad_avg.lerp_(grad, 1 - alpha)
-        avg = math.sqrt(fma(-ga, ga, v)) + eps   # square_avg.addcmul(ga, ga, value=-1).sqrt_()
+        avg = _sqrt(fma(-ga, ga, v)) + eps  # square_avg.addcmul(ga, ga, value=-1).sqrt_()
     else:
         avg = math.sqrt(v) + eps
     if use_momentum:
@@ -92,6 +113,37 @@ def rmsprop_segments(segments, chunks, scalars, square_avg, momentum_buffer, gra
 rmsprop_cpu = cpu_kernels(rmsprop_segments)
 
 
+def rmsprop_cuda_segments(segments, chunks, scalars, square_avg, momentum_buffer, grad_avg,
+                          maximize, wd_on, centered, use_momentum):
+    # the CPU loop's body as a grid-stride kernel (see adam_cuda_segments);
+    # momentum_buffer and grad_avg are indexed only in the branches that have them
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, square_avg)
+        wd, alpha, oma = scalars[s, 0], scalars[s, 1], scalars[s, 2]
+        eps, momentum, neg_lr = scalars[s, 3], scalars[s, 4], scalars[s, 5]
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            if centered and use_momentum:
+                param[i], square_avg[j], grad_avg[j], momentum_buffer[j] = rmsprop_update(
+                    param[i], grad[i], square_avg[j], grad_avg[j], momentum_buffer[j], wd,
+                    alpha, oma, eps, momentum, neg_lr, maximize, wd_on, True, True)
+            elif centered:
+                param[i], square_avg[j], grad_avg[j], _ = rmsprop_update(
+                    param[i], grad[i], square_avg[j], grad_avg[j], square_avg[j], wd, alpha,
+                    oma, eps, momentum, neg_lr, maximize, wd_on, True, False)
+            elif use_momentum:
+                param[i], square_avg[j], _, momentum_buffer[j] = rmsprop_update(
+                    param[i], grad[i], square_avg[j], square_avg[j], momentum_buffer[j], wd,
+                    alpha, oma, eps, momentum, neg_lr, maximize, wd_on, False, True)
+            else:
+                param[i], square_avg[j], _, _ = rmsprop_update(
+                    param[i], grad[i], square_avg[j], square_avg[j], square_avg[j], wd, alpha,
+                    oma, eps, momentum, neg_lr, maximize, wd_on, False, False)
+
+
+rmsprop_cuda = cuda_kernel(rmsprop_cuda_segments, rmsprop_update, _sqrt)
+
+
 def rmsprop_scalars(group, t, fresh, old, new):
     alpha = group["alpha"]
     return (group["weight_decay"], alpha, 1 - alpha, group["eps"], group["momentum"],
@@ -112,5 +164,6 @@ SPEC = register(AlgorithmSpec(
     scalars=rmsprop_scalars,
     flags=rmsprop_flags,
     cpu=rmsprop_cpu,
+    cuda=rmsprop_cuda,
     n_scalars=6,
 ))

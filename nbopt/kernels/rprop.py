@@ -21,7 +21,9 @@ from __future__ import annotations
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, fma, to_scalar
+from ._common import chunk_views, cpu_kernels, cuda_kernel, fma, to_scalar
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def rprop_update(p, g, prev, step_size, etaminus, etaplus, step_size_min, step_size_max,
@@ -81,6 +83,23 @@ def rprop_segments(segments, chunks, scalars, prev, step_size, maximize):
 rprop_cpu = cpu_kernels(rprop_segments)
 
 
+def rprop_cuda_segments(segments, chunks, scalars, prev, step_size, maximize):
+    # the CPU loop's body as a grid-stride kernel (see adam_cuda_segments)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, prev)
+        etaminus, etaplus = scalars[s, 0], scalars[s, 1]
+        step_size_min, step_size_max = scalars[s, 2], scalars[s, 3]
+        one, zero = scalars[s, 4], scalars[s, 5]
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            param[i], prev[j], step_size[j] = rprop_update(
+                param[i], grad[i], prev[j], step_size[j], etaminus, etaplus, step_size_min,
+                step_size_max, one, zero, maximize)
+
+
+rprop_cuda = cuda_kernel(rprop_cuda_segments, rprop_update)
+
+
 def rprop_scalars(group, t, fresh, old, new):
     etaminus, etaplus = group["etas"]
     step_size_min, step_size_max = group["step_sizes"]
@@ -106,5 +125,6 @@ SPEC = register(AlgorithmSpec(
     scalars=rprop_scalars,
     flags=rprop_flags,
     cpu=rprop_cpu,
+    cuda=rprop_cuda,
     n_scalars=6,
 ))

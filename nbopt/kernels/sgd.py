@@ -15,8 +15,10 @@ from __future__ import annotations
 from numba import njit, prange
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, fma, to_scalar
+from ._common import chunk_views, cpu_kernels, cuda_kernel, fma, to_scalar
 from ._sparse import sgd_sparse
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def sgd_update(p, g, buf, wd, momentum, one_minus_dampening, neg_lr, first,
@@ -66,6 +68,29 @@ def sgd_segments(segments, chunks, scalars, momentum_buffer,
 sgd_cpu = cpu_kernels(sgd_segments)
 
 
+def sgd_cuda_segments(segments, chunks, scalars, momentum_buffer,
+                      maximize, wd_on, use_momentum, nesterov):
+    # the CPU loop's body as a grid-stride kernel (see adam_cuda_segments);
+    # momentum_buffer is empty without momentum but has the parameter dtype
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        s, param, grad, off = device_chunk(segments, chunks, c, momentum_buffer)
+        wd, momentum, one_minus_dampening = scalars[s, 0], scalars[s, 1], scalars[s, 2]
+        neg_lr, first = scalars[s, 3], scalars[s, 4] != 0
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            j = off + i
+            if use_momentum:
+                param[i], momentum_buffer[j] = sgd_update(
+                    param[i], grad[i], momentum_buffer[j], wd, momentum, one_minus_dampening,
+                    neg_lr, first, maximize, wd_on, True, nesterov)
+            else:
+                param[i], _ = sgd_update(
+                    param[i], grad[i], param[i], wd, momentum, one_minus_dampening, neg_lr,
+                    first, maximize, wd_on, False, nesterov)
+
+
+sgd_cuda = cuda_kernel(sgd_cuda_segments, sgd_update)
+
+
 def sgd_scalars(group, t, fresh, old, new):
     return (to_scalar(group["weight_decay"]), group["momentum"], 1 - group["dampening"],
             -to_scalar(group["lr"]), 1.0 if fresh else 0.0)
@@ -83,6 +108,7 @@ SPEC = register(AlgorithmSpec(
     scalars=sgd_scalars,
     flags=sgd_flags,
     cpu=sgd_cpu,
+    cuda=sgd_cuda,
     n_scalars=5,
     sparse=sgd_sparse,
 ))

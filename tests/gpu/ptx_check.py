@@ -1,0 +1,66 @@
+"""Tier 2 (no GPU needed): every algorithm's CUDA kernel compiles to PTX for
+compute capability 9.0, and its float32 PTX holds no float64 arithmetic or
+conversion.  Needs NVVM (``pip install "numba-cuda[cu13]"``):
+
+    python tests/gpu/ptx_check.py [ClassName ...]
+
+Exits 1 on a float64 instruction in a float32 kernel, 2 if NVVM is missing.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from gpu.kernel_cases import launch_inputs, selected  # noqa: E402
+
+CC = (9, 0)
+FLOAT64 = re.compile(r"\.f64\b")
+
+
+def compile_ptx(spec, args):
+    from numba import cuda
+    from numba.cuda import dispatcher
+    from numba.cuda.typing.typeof import typeof
+
+    # Device functions (our element functions and overloads) are compiled for
+    # the current device's compute capability; without a GPU, say 9.0.
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
+    kernel = spec.cuda.get()
+    signature = tuple(typeof(a) for a in args)
+    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=CC)
+    return ptx
+
+
+def main(names) -> int:
+    try:
+        from numba.cuda.cudadrv.nvvm import NVVM
+        NVVM()
+    except Exception as exc:  # noqa: BLE001
+        print(f"NVVM is not available ({exc}): pip install 'numba-cuda[cu13]'")
+        return 2
+    bad = 0
+    seen = set()
+    for cls, options, dtype in selected(names):
+        spec, params, grads, seg, chunks, scalars, state, flags = launch_inputs(
+            cls, options, dtype)
+        if (spec.name, dtype) in seen:
+            continue            # the kernel takes the options at run time
+        seen.add((spec.name, dtype))
+        ptx = compile_ptx(spec, (seg, chunks, scalars, *state, *flags))
+        f64 = [line.strip() for line in ptx.splitlines() if FLOAT64.search(line)]
+        wrong = dtype == np.float32 and bool(f64)
+        bad += wrong
+        print(f"{spec.name:8s} {dtype.__name__:7s} {len(ptx.splitlines()):5d} PTX lines, "
+              f"float64 instructions: {len(f64)}" + ("  <- float64 in a float32 kernel: "
+                                                     + "; ".join(f64[:3]) if wrong else ""))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""The CUDA kernels, verified without a GPU (issue 12, tiers 1 and 2).
+
+Every element-wise algorithm's CUDA kernel is its CPU loop's body compiled by
+numba-cuda around the same per-element function.  Tier 1 runs each kernel
+under the CUDA simulator and compares it with the CPU kernel on the same
+launch (tests/gpu/sim_check.py: bit-identical, with the Python ``fma``
+reference rounding once); tier 2 compiles each kernel to PTX for compute
+capability 9.0 and fails on float64 instructions in a float32 kernel
+(tests/gpu/ptx_check.py).  Both run in subprocesses: the simulator must be
+switched on before numba is imported.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import nbopt
+from nbopt.registry import get
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ALGORITHMS = ["SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam",
+              "RAdam", "RMSprop", "Rprop"]
+
+try:
+    import numba_cuda  # noqa: F401
+    HAVE_NUMBA_CUDA = True
+except ImportError:
+    HAVE_NUMBA_CUDA = False
+
+requires_numba_cuda = pytest.mark.skipif(
+    not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed (the 'cuda' extra)")
+
+
+def _run(script, *args, **env):
+    full = dict(os.environ, **env)
+    return subprocess.run([sys.executable, os.path.join(HERE, "gpu", script), *args],
+                          capture_output=True, text=True, timeout=600, env=full)
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_every_elementwise_algorithm_has_a_cuda_kernel(name):
+    opt = getattr(nbopt, name)([nbopt.Parameter([1.0, 2.0])])
+    spec = get(opt._algorithm)
+    assert spec.cuda is not None, f"{name} has no CUDA kernel"
+    # the CUDA loop takes the CPU loop's arguments
+    cpu_args = spec.cpu[0].py_func.__code__.co_varnames[:spec.cpu[0].py_func.__code__.co_argcount]
+    loop = spec.cuda.loop.__code__
+    assert loop.co_varnames[:loop.co_argcount] == cpu_args
+
+
+@requires_numba_cuda
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_simulated_cuda_kernel_equals_the_cpu_kernel(name):
+    out = _run("sim_check.py", name, NUMBA_ENABLE_CUDASIM="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "max ulps 0" in out.stdout, out.stdout
+    assert "DID NOT RUN" not in out.stdout
+
+
+@requires_numba_cuda
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_cuda_kernel_compiles_to_ptx_without_float64_in_float32(name):
+    out = _run("ptx_check.py", name)
+    if out.returncode == 2:
+        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "float32" in out.stdout and "float64 in a float32 kernel" not in out.stdout
+
+
+def test_cpu_use_never_imports_numba_cuda():
+    code = ("import sys, numpy as np, nbopt\n"
+            "w = nbopt.Parameter(np.ones(3, np.float32)); w.grad = np.ones(3, np.float32)\n"
+            "nbopt.Adam([w]).step()\n"
+            "print('numba.cuda' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@requires_numba_cuda
+def test_the_gpu_script_runs_under_the_simulator():
+    """tests/gpu/device_check.py is what tests/gpu/run.sh runs on a lent GPU;
+    under the simulator (tiny sizes) its code paths run here."""
+    out = _run("device_check.py", "--elements", "512", "SGD", "Adam", "RMSprop",
+               NUMBA_ENABLE_CUDASIM="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "max ulps 0" in out.stdout and "copy kernel" in out.stdout
+    assert out.stdout.count("of floor") == 1 and "RMSprop" in out.stdout.split("copy kernel")[1]
