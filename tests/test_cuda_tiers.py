@@ -62,12 +62,13 @@ def test_simulated_cuda_kernel_equals_the_cpu_kernel(name):
 
 @requires_numba_cuda
 @pytest.mark.parametrize("name", ALGORITHMS)
-def test_cuda_kernel_compiles_to_ptx_without_float64_in_float32(name):
+def test_cuda_kernel_compiles_to_ptx_without_float64_in_float32_or_contraction(name):
     out = _run("ptx_check.py", name)
     if out.returncode == 2:
         pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "float32" in out.stdout and "float64 in a float32 kernel" not in out.stdout
+    assert "fusable mul/add: 0" in out.stdout and "ptxas may fuse" not in out.stdout
 
 
 def test_cpu_use_never_imports_numba_cuda():

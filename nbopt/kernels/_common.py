@@ -178,7 +178,11 @@ class CudaKernel:
         return self._compiled
 
     def __call__(self, blocks, threads, *args):
-        self.get()[blocks, threads](*args)
+        from ._cuda import no_contraction
+
+        kernel = self.get()
+        with no_contraction():      # a launch compiles each new signature
+            kernel[blocks, threads](*args)
 
 
 def cuda_kernel(loop, *elements) -> CudaKernel:

@@ -28,7 +28,9 @@ stride over the chunk's elements.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import threading
 
 import numpy as np
 from numba import config as _numba_config
@@ -37,7 +39,7 @@ from numba import cuda
 from ._common import fma, lerp
 
 __all__ = ["SIMULATED", "THREADS", "compile_kernel", "device_chunk", "device_ptr",
-           "device_carray", "launch_shape"]
+           "device_carray", "launch_shape", "no_contraction"]
 
 SIMULATED = bool(_numba_config.ENABLE_CUDASIM)
 THREADS = 256           # threads per block: one chunk's elements are strided over them
@@ -111,6 +113,48 @@ def device_chunk(segments, chunks, c, like):
 
 if not SIMULATED:
     register_jitable(device_chunk)
+
+
+_contraction = threading.local()
+
+
+@contextlib.contextmanager
+def no_contraction():
+    """Compile with NVVM's ``-fma=0`` inside this block.
+
+    NVVM contracts ``a * b + c`` into one fused multiply-add by default, and
+    ptxas contracts the plain ``mul.f32``/``add.f32`` it leaves; the CPU path
+    rounds twice there (only the explicit ``fma``/``lerp`` calls are fused on
+    both), so the kernels would drift from it (measured: ASGD and RMSprop gain
+    fused operations).  With ``-fma=0`` NVVM keeps the products and sums apart
+    and writes them ``mul.rn``/``add.rn``, which ptxas never fuses.  Scoped to
+    nbopt's own launches: other CUDA code in the process is unaffected.
+    """
+    _install_fma_option()
+    previous = getattr(_contraction, "off", False)
+    _contraction.off = True
+    try:
+        yield
+    finally:
+        _contraction.off = previous
+
+
+def _install_fma_option() -> None:
+    if SIMULATED:
+        return
+    from numba.cuda.cudadrv import nvvm
+
+    if getattr(nvvm.compile_ir, "_nbopt_fma_option", False):
+        return
+    original = nvvm.compile_ir
+
+    def compile_ir(llvmir, **options):
+        if getattr(_contraction, "off", False) and not options.get("fastmath"):
+            options.setdefault("fma", False)
+        return original(llvmir, **options)
+
+    compile_ir._nbopt_fma_option = True
+    nvvm.compile_ir = compile_ir
 
 
 def compile_kernel(loop, elements):

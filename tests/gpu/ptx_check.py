@@ -1,10 +1,12 @@
 """Tier 2 (no GPU needed): every algorithm's CUDA kernel compiles to PTX for
-compute capability 9.0, and its float32 PTX holds no float64 arithmetic or
-conversion.  Needs NVVM (``pip install "numba-cuda[cu13]"``):
+compute capability 9.0, its float32 PTX holds no float64 arithmetic or
+conversion, and no float product or sum is left unrounded (``mul.f32``
+rather than ``mul.rn.f32``), which ptxas could fuse where the CPU path
+rounds twice.  Needs NVVM (``pip install "numba-cuda[cu13]"``):
 
     python tests/gpu/ptx_check.py [ClassName ...]
 
-Exits 1 on a float64 instruction in a float32 kernel, 2 if NVVM is missing.
+Exits 1 on either, 2 if NVVM is missing.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from gpu.kernel_cases import launch_inputs, selected  # noqa: E402
 
 CC = (9, 0)
 FLOAT64 = re.compile(r"\.f64\b")
+# a float product or sum without explicit rounding, which ptxas may fuse
+CONTRACTIBLE = re.compile(r"^\s*(mul|add|sub)\.f(32|64)\b")
 
 
 def compile_ptx(spec, args):
@@ -31,9 +35,12 @@ def compile_ptx(spec, args):
     # Device functions (our element functions and overloads) are compiled for
     # the current device's compute capability; without a GPU, say 9.0.
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
+    from nbopt.kernels._cuda import no_contraction
+
     kernel = spec.cuda.get()
     signature = tuple(typeof(a) for a in args)
-    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=CC)
+    with no_contraction():
+        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=CC)
     return ptx
 
 
@@ -53,12 +60,15 @@ def main(names) -> int:
             continue            # the kernel takes the options at run time
         seen.add((spec.name, dtype))
         ptx = compile_ptx(spec, (seg, chunks, scalars, *state, *flags))
-        f64 = [line.strip() for line in ptx.splitlines() if FLOAT64.search(line)]
+        lines = ptx.splitlines()
+        f64 = [line.strip() for line in lines if FLOAT64.search(line)]
+        fusable = [line.strip() for line in lines if CONTRACTIBLE.search(line)]
         wrong = dtype == np.float32 and bool(f64)
-        bad += wrong
-        print(f"{spec.name:8s} {dtype.__name__:7s} {len(ptx.splitlines()):5d} PTX lines, "
-              f"float64 instructions: {len(f64)}" + ("  <- float64 in a float32 kernel: "
-                                                     + "; ".join(f64[:3]) if wrong else ""))
+        bad += wrong + bool(fusable)
+        print(f"{spec.name:8s} {dtype.__name__:7s} {len(lines):5d} PTX lines, "
+              f"float64 instructions: {len(f64)}, fusable mul/add: {len(fusable)}"
+              + ("  <- float64 in a float32 kernel: " + "; ".join(f64[:3]) if wrong else "")
+              + ("  <- ptxas may fuse: " + "; ".join(fusable[:3]) if fusable else ""))
     return 1 if bad else 0
 
 
