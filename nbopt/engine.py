@@ -27,6 +27,7 @@ densified gradient to go through the kernel like a dense one).
 """
 from __future__ import annotations
 
+import functools
 import operator
 from collections import defaultdict
 from typing import Mapping, NamedTuple
@@ -382,6 +383,8 @@ class FlatGroup:
         self.total = int(self.sizes.sum())
         self.nbytes = self.sizes * self.dtype.itemsize
         self.param_addr = np.array([_address(p) for p in params], np.int64)
+        # the same as Python ints, for the per-gradient overlap check
+        self._extent = list(zip(self.param_addr.tolist(), self.nbytes.tolist()))
         self.steps = np.zeros(n, np.float32)
         # per-parameter scalar state (ASGD eta/mu, NAdam mu_product): float32,
         # as torch creates it whatever the parameter dtype; torch's
@@ -394,6 +397,7 @@ class FlatGroup:
         self.arrays: dict[str, np.ndarray | None] = {s.name: None for s in spec.state}
         self.present = {s.name: np.zeros(n, bool) for s in spec.state}
         self._empty = np.empty(0, self.dtype)
+        self._no_fresh = np.zeros(n, bool)
         self._grads: list = [None] * n            # gradients the address table was made for
         self._grad_addr = np.zeros(n, np.int64)
         self._copied = np.zeros(n, bool)          # gradients that needed a layout copy
@@ -617,19 +621,21 @@ class FlatGroup:
             if not isinstance(g, np.ndarray) and is_sparse_grad(g):
                 update, work = self._check_sparse(i, g, group)
                 if update is DENSIFY:
-                    hold.append((i, work, grads[i]))
+                    hold.append((i, work, grads[i], _address(work)))
                 else:
                     sparse.append((i, update, work))
                 continue
-            g = self._check_grad(i, g)
-            hold.append((i, g, grads[i]))
+            g, addr = self._check_grad(i, g)
+            hold.append((i, g, grads[i], addr))
         active = np.flatnonzero(mask)
         spec = self.spec
 
         # the slots as they will be once the state edits are applied
         steps = self.steps.copy()
-        wide = self.wide.copy()
-        sval = self._scalar_table()
+        # without scalar state every slot stays narrow: nothing to simulate
+        scalar_state = bool(self.sstate)
+        wide = self.wide.copy() if scalar_state or changes else self.wide
+        sval = self._scalar_table() if scalar_state else _EMPTY
         initialized, present = self.initialized, self.present
         if changes:
             initialized = initialized.copy()
@@ -659,20 +665,25 @@ class FlatGroup:
         if len(fresh_slots):
             init = _host(_InitValues.of, group, self.group_index, spec, group, defaults)
             steps[fresh_slots] = 0
-            wide[fresh_slots] = False
+            if scalar_state:
+                wide[fresh_slots] = False
             for arr, value in zip(sval.values(), init.scalars):
                 arr[fresh_slots] = float(np.float32(value))
-        fresh = np.zeros(len(self.params), bool)
-        fresh[fresh_slots] = True
+        if len(fresh_slots):
+            fresh = np.zeros(len(self.params), bool)
+            fresh[fresh_slots] = True
+        else:
+            fresh = self._no_fresh
         grad_addr = self._grad_addr
         if hold:
             grad_addr = grad_addr.copy()
-            for i, g, _ in hold:
-                grad_addr[i] = _address(g)
+            for i, _, _, addr in hold:
+                grad_addr[i] = addr
 
-        is_sparse = np.zeros(len(self.params), bool)
-        for i, _, _ in sparse:
-            is_sparse[i] = True
+        if sparse:
+            is_sparse = np.zeros(len(self.params), bool)
+            for i, _, _ in sparse:
+                is_sparse[i] = True
         rounds = []
         n_keys = 0
         for r in range(self.max_count):
@@ -707,29 +718,39 @@ class FlatGroup:
         return StepWork(self, group, state, changes, active, fresh_slots, init, hold, sparse,
                         rounds, steps, sval, wide, n_keys)
 
-    def _check_grad(self, i: int, g) -> np.ndarray:
+    def _check_grad(self, i: int, g) -> tuple:
+        """Validate dense gradient ``g`` of slot ``i``, changing nothing;
+        returns ``(gradient as the kernel reads it, its address)``: a layout
+        copy where ``g``'s memory order is not the parameter's."""
         p = self.params[i]
-        where = param_where(self.group_index, self.positions[i])
         if not isinstance(g, np.ndarray):
-            raise TypeError(f"{where}: grad must be a numpy array or None, got {type(g).__name__} "
-                            "(sparse gradients are nbopt.SparseGrad objects)")
+            raise TypeError(f"{self._where(i)}: grad must be a numpy array or None, got "
+                            f"{type(g).__name__} (sparse gradients are nbopt.SparseGrad objects)")
         if g.shape != p.shape:
-            raise RuntimeError(
-                f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")
+            raise RuntimeError(f"{self._where(i)}: grad has shape {g.shape} but the parameter "
+                               f"has shape {p.shape}")
         if g.dtype != p.dtype:
-            raise RuntimeError(
-                f"{where}: grad has dtype {g.dtype} but the parameter has dtype {p.dtype}")
+            raise RuntimeError(f"{self._where(i)}: grad has dtype {g.dtype} but the parameter "
+                               f"has dtype {p.dtype}")
         if not p.flags.writeable:
-            raise ValueError(read_only_message(where))
-        if np.may_share_memory(p, g) and not (_address(g) == _address(p)
-                                              and g.strides == p.strides):
-            # the kernel reads and writes element by element: a gradient that
-            # is the parameter's own memory is fine, one shifted against it
-            # would read elements already written
+            raise ValueError(read_only_message(self._where(i)))
+        # The kernel reads and writes element by element: a gradient that is
+        # the parameter's own memory is fine, one shifted against it would
+        # read elements already written (torch's "unsupported operation").
+        if _same_layout(p, g):
+            addr = _address(g)
+            start, nbytes = self._extent[i]
+            if addr < start + nbytes and start < addr + g.nbytes \
+                    and not (addr == start and g.strides == p.strides):
+                raise RuntimeError(OVERLAP_MESSAGE)
+            return g, addr
+        if np.may_share_memory(p, g):
             raise RuntimeError(OVERLAP_MESSAGE)
-        if not _same_layout(p, g):
-            g = _layout_copy(p, g)
-        return g
+        g = _layout_copy(p, g)
+        return g, _address(g)
+
+    def _where(self, i: int) -> str:
+        return param_where(self.group_index, self.positions[i])
 
     def _check_sparse(self, i: int, g, group: Mapping):
         """Validate sparse gradient ``g`` of slot ``i``; returns ``(DENSIFY,
@@ -781,7 +802,7 @@ class StepWork:
                  hold=(), sparse=(), rounds=None, steps=None, sval=None, wide=None, n_keys=0):
         self.fg, self.group, self.state, self.changes = fg, group, state, changes
         self.active, self.fresh_slots, self.init = active, fresh_slots, init
-        self.hold = hold        # (slot, gradient to read, gradient as assigned)
+        self.hold = hold        # (slot, gradient to read, gradient as assigned, its address)
         self.sparse = sparse    # (slot, row update, SparseGrad)
         self.rounds = rounds    # per occurrence round: (kernel launch or None, row updates)
         self.steps, self.sval, self.wide, self.n_keys = steps, sval, wide, n_keys
@@ -793,12 +814,12 @@ class StepWork:
             fg.apply_sync(self.changes, self.state)
         if self.rounds is None:
             return
-        for i, g, original in self.hold:
+        for i, g, original, addr in self.hold:
             fg._grads[i] = original
             fg._copied[i] = g is not original
-            fg._grad_addr[i] = _address(g)
+            fg._grad_addr[i] = addr
         # keep layout copies alive until the kernel has read them
-        keep = [g for _, g, original in self.hold if g is not original]  # noqa: F841
+        keep = [g for _, g, original, _ in self.hold if g is not original]  # noqa: F841
         for i in self.fresh_slots:
             fg._init_param(int(i), group, self.state, self.init)
         fg.steps[:] = self.steps
@@ -857,8 +878,6 @@ class _Steady:
                  "stored", "rows")
 
     def __init__(self, fg, group, seg, chunks, kernel, arrays):
-        from .kernels._common import all_equal
-
         self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
         # ids of the gradients this plan was made for; fg._grads holds the
         # arrays themselves, so an id cannot be reused while it is cached
@@ -877,7 +896,7 @@ class _Steady:
         # a user may write a step count or scalar state in place (the entries
         # are views): the values must still agree for one row to serve all
         shared = [fg.steps, *self.sarrays]
-        self.uniform = [(all_equal, a) for a in shared] if len(fg.params) > 1 else []
+        self.uniform = [(_all_equal(), a) for a in shared] if len(fg.params) > 1 else []
         self.t, self.new = 0.0, ()
 
     def matches(self, fg, group) -> bool:
@@ -931,6 +950,14 @@ class _Steady:
             arr.fill(value)
         self.kernel(self.seg, self.chunks, self.scalars, *self.arrays,
                     *self.fg.spec.flags(self.group))
+
+
+@functools.lru_cache(maxsize=None)
+def _all_equal():
+    # compiled, so imported on first use: the engine imports without Numba
+    from .kernels._common import all_equal
+
+    return all_equal
 
 
 def _segments(fg: FlatGroup, slots: np.ndarray, fresh: np.ndarray, steps: np.ndarray,
