@@ -825,11 +825,14 @@ class StepWork:
         fg.steps[:] = self.steps
         fg.wide[:] = self.wide
         if fg.sstate:
-            narrow = ~self.wide
-            wide_arrays = fg.scalar_arrays(True) if self.wide.any() else None
-            for name, values in self.sval.items():
-                fg.sstate[name][narrow] = values[narrow]
-                if wide_arrays is not None:
+            if not self.wide.any():       # the usual case: all float32, as torch
+                for name, values in self.sval.items():
+                    fg.sstate[name][:] = values
+            else:
+                narrow = ~self.wide
+                wide_arrays = fg.scalar_arrays(True)
+                for name, values in self.sval.items():
+                    fg.sstate[name][narrow] = values[narrow]
                     wide_arrays[name][self.wide] = values[self.wide]
         spec = fg.spec
         flags = spec.flags(group)
