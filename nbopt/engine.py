@@ -878,7 +878,7 @@ class _Steady:
 
     __slots__ = ("fg", "group", "seg", "chunks", "kernel", "arrays", "scalars", "present",
                  "knobs", "grad_ids", "epoch", "uniform", "t", "new", "wide", "sarrays",
-                 "stored", "rows")
+                 "stored", "rows", "per_slot", "regrads")
 
     def __init__(self, fg, group, seg, chunks, kernel, arrays):
         self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
@@ -901,14 +901,23 @@ class _Steady:
         shared = [fg.steps, *self.sarrays]
         self.uniform = [(_all_equal(), a) for a in shared] if len(fg.params) > 1 else []
         self.t, self.new = 0.0, ()
+        # one segment per parameter, in slot order: a new gradient array only
+        # changes its row's gradient address
+        self.per_slot = len(seg) == len(fg.params)
+        self.regrads = None
 
     def matches(self, fg, group) -> bool:
         epoch = Parameter._grad_epoch
+        self.regrads = None
         if epoch != self.epoch:
             # some .grad was assigned: compare ids in one C-level comparison
-            if list(map(id, map(_GRAD, fg.params))) != self.grad_ids:
-                return False
-            self.epoch = epoch
+            grads = list(map(_GRAD, fg.params))
+            ids = list(map(id, grads))
+            if ids != self.grad_ids:
+                if not self.per_slot or not self._new_grads(fg, grads, ids, epoch):
+                    return False
+            else:
+                self.epoch = epoch
         knobs = self.knobs
         if (self.group is not group or knobs[0] != config.PARALLEL_THRESHOLD
                 or knobs[1] != config.CHUNK_SIZE or knobs[2] is not config._serial_only):
@@ -919,6 +928,23 @@ class _Steady:
         for check, values in self.uniform:
             if not check(values):
                 return False
+        return True
+
+    def _new_grads(self, fg, grads, ids, epoch) -> bool:
+        """New gradient arrays (a loop that computes them every step): the
+        plan holds if each is a dense gradient the kernel reads in place.
+        Validates them (raising as the general path does) and keeps their
+        addresses for :meth:`run`; False sends the step to the general path."""
+        regrads = []
+        for i, (g, old) in enumerate(zip(grads, self.grad_ids)):
+            if id(g) != old:
+                if not isinstance(g, np.ndarray):
+                    return False            # None or sparse: the general path
+                checked, addr = fg._check_grad(i, g)
+                if checked is not g:
+                    return False            # needs a layout copy
+                regrads.append((i, g, addr))
+        self.regrads = (regrads, ids, epoch)
         return True
 
     def plan(self) -> "_Steady":
@@ -948,6 +974,14 @@ class _Steady:
         return self
 
     def run(self) -> None:
+        if self.regrads is not None:
+            regrads, self.grad_ids, self.epoch = self.regrads
+            fg = self.fg
+            for i, g, addr in regrads:
+                fg._grads[i] = g            # keeps it alive while its address is cached
+                fg._grad_addr[i] = addr
+                self.seg[i, 1] = addr
+            self.regrads = None
         self.fg.steps.fill(self.t)
         for arr, value in zip(self.sarrays, self.new):
             arr.fill(value)

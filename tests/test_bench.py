@@ -11,11 +11,14 @@ from nbopt import bench, config
 
 
 def test_workloads_parse():
-    assert bench.parse_workload("10M") == (1, 10_000_000, False, None)
-    assert bench.parse_workload("1000x1k@arena") == (1000, 1000, True, None)
-    assert bench.parse_workload("10M@f64") == (1, 10_000_000, False, "float64")
+    assert bench.parse_workload("10M") == (1, 10_000_000, False, None, False)
+    assert bench.parse_workload("1000x1k@arena") == (1000, 1000, True, None, False)
+    assert bench.parse_workload("10M@f64") == (1, 10_000_000, False, "float64", False)
+    assert bench.parse_workload("1000x1k@newgrads") == (1000, 1000, False, None, True)
     with pytest.raises(Exception, match="bad workload tag"):
         bench.parse_workload("10M@gpu")
+    with pytest.raises(Exception, match="written in place"):
+        bench.parse_workload("10x1k@arena@newgrads")
 
 
 def test_targets_are_the_issue_targets():
@@ -29,15 +32,18 @@ def test_targets_are_the_issue_targets():
 
 def test_bench_runs_and_writes_json(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    assert bench.main(["--algorithms", "SGD,Adam", "--sizes", "2x1k@arena,1k@f64",
+    assert bench.main(["--algorithms", "SGD,Adam", "--sizes", "2x1k@arena,1k@f64,3x1k@newgrads",
                        "--repeat", "2", "--no-torch", "--skip-startup",
                        "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [(r["algorithm"], r["workload"], r["dtype"]) for r in rows] == [
         ("SGD", "2x1000@arena", "float32"), ("SGD", "1x1000", "float64"),
-        ("Adam", "2x1000@arena", "float32"), ("Adam", "1x1000", "float64")]
+        ("SGD", "3x1000@newgrads", "float32"),
+        ("Adam", "2x1000@arena", "float32"), ("Adam", "1x1000", "float64"),
+        ("Adam", "3x1000@newgrads", "float32")]
     for r in rows:
-        assert r["nbopt_s"] > 0 and r["floor_s"] > 0 and isinstance(r["target_met"], bool)
+        assert r["nbopt_s"] > 0 and r["floor_s"] > 0
+        assert isinstance(r["target_met"], bool) or r["workload"].endswith("@newgrads")
     assert "nbopt/floor" in capsys.readouterr().out
 
 
@@ -85,3 +91,16 @@ def test_torch_verdict_marks_targets_beyond_the_floor():
     assert bench.torch_verdict("NAdam", 3.5, 4.0) == "ok"
     assert bench.torch_verdict("NAdam", 2.5, 4.0) == "NO"       # torch 4x the floor: 3x reachable
     assert bench.torch_verdict("ASGD", 1.4, 1.6) == "NO*"       # torch at 1.6x the floor
+
+
+def test_newgrads_workload_assigns_new_gradient_arrays_every_step():
+    ps = [nbopt.Parameter(np.zeros(3)) for _ in range(2)]
+    sets = [[np.ones(3), np.ones(3)], [np.ones(3), np.ones(3)]]
+    opt = nbopt.SGD(ps, lr=0.1)
+    step = bench._with_new_grads(opt.step, ps, sets)
+    seen = []
+    for _ in range(3):
+        step()
+        seen.append([id(p.grad) for p in ps])
+    assert seen[0] != seen[1] and seen[0] == seen[2]
+    np.testing.assert_allclose(ps[0], -0.3)

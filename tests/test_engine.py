@@ -237,3 +237,41 @@ def test_flat_buffers_start_on_a_cache_line(dtype):
     assert sorted(arrays) == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
     for array in arrays.values():
         assert array.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("cls,kwargs", ALGOS, ids=[a[0] for a in ALGOS])
+def test_new_gradient_arrays_every_step_stay_on_the_cached_plan(cls, kwargs):
+    # the README's loop assigns new gradient arrays each step: the cached plan
+    # takes their addresses instead of being rebuilt, with the same numbers
+    fast, opt = _run(cls, kwargs, "float32", persistent_grads=False, lr_schedule=True)
+    steady = opt._flat[0].flat[0]._steady
+    assert steady is not None and steady.per_slot
+    ref, _ = _run(cls, kwargs, "float32", persistent_grads=True, lr_schedule=True)
+    for a, b in zip(fast, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_bad_new_gradient_on_the_cached_plan_changes_nothing():
+    ps = [nbopt.Parameter(np.ones(4, np.float32)) for _ in range(2)]
+    opt = nbopt.Adam(ps, lr=0.1)
+    for _ in range(3):
+        for p in ps:
+            p.grad = np.ones(4, np.float32)
+        opt.step()
+    fg = opt._flat[0].flat[0]
+    assert fg._steady is not None
+    before = [np.array(p) for p in ps] + [np.array(fg.arrays["exp_avg"]), fg.steps.copy()]
+    buf = np.ones(5, np.float32)
+    ps[0].grad = np.ones(4, np.float32)
+    ps[1].grad = np.ones(3, np.float32)            # wrong shape
+    with pytest.raises(RuntimeError, match="shape"):
+        opt.step()
+    ps[1].grad = ps[1].view(np.ndarray)[::-1]      # a reversed view of its own memory
+    with pytest.raises(RuntimeError, match="single memory location"):
+        opt.step()
+    after = [np.array(p) for p in ps] + [np.array(fg.arrays["exp_avg"]), fg.steps.copy()]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    ps[1].grad = buf[1:]
+    opt.step()                                      # a valid one steps again
+    assert float(opt.state[ps[1]]["step"]) == 4.0
