@@ -66,22 +66,6 @@ OVERLAP_MESSAGE = ("unsupported operation: some elements of the input tensor and
                    "performing the operation.")
 
 
-def checked_row(row, group: Mapping, group_index: int):
-    """``row`` (host scalars) if every entry is a number.
-
-    NumPy would store None as NaN and parse a string ("1e-8") when the row
-    becomes the kernel's scalar array, where torch raises TypeError; ``sum``
-    is the cheapest strict check (~0.1 us), and a failure is explained by
-    naming the option.
-    """
-    try:
-        sum(row)
-    except TypeError as error:
-        name_bad_option(group, group_index, error)
-        raise
-    return row
-
-
 def name_bad_option(group: Mapping, group_index: int, error: TypeError) -> None:
     """Raise a TypeError naming the option (None or a string where a number
     belongs) behind ``error``, raised by the host maths; return if none is."""
@@ -92,11 +76,20 @@ def name_bad_option(group: Mapping, group_index: int, error: TypeError) -> None:
                             f"got {type(value).__name__} {value!r}") from error
 
 
-def _host(fn, group: Mapping, group_index: int, *args):
+def _host(fn, group: Mapping, group_index: int, *args, row: bool = False):
     """``fn(*args)``, host maths that reads the group's options: a TypeError
-    names the bad option."""
+    names the bad option.
+
+    ``row``: the result is a row of kernel scalars, which must all be numbers:
+    NumPy would store None as NaN and parse a string ("1e-8") when the row
+    becomes the kernel's scalar array, where torch raises TypeError; ``sum``
+    is the cheapest strict check (~0.1 us).
+    """
     try:
-        return fn(*args)
+        result = fn(*args)
+        if row:
+            sum(result)
+        return result
     except TypeError as error:
         name_bad_option(group, group_index, error)
         raise
@@ -117,7 +110,48 @@ def param_where(group_index: int, position: int) -> str:
     return f"param_groups[{group_index}]['params'][{position}]"
 
 
-class OptimizerState(defaultdict):
+class _CountsEdits:
+    """Every mutating dict method, followed by :meth:`_edited` (the two
+    state dicts below say what an edit means to them)."""
+
+    def _edited(self):
+        raise NotImplementedError
+
+    def __setitem__(self, key, value):
+        dict.__setitem__(self, key, value)
+        self._edited()
+
+    def __delitem__(self, key):
+        dict.__delitem__(self, key)
+        self._edited()
+
+    def __ior__(self, other):
+        dict.update(self, other)
+        self._edited()
+        return self
+
+    def clear(self):
+        dict.clear(self)
+        self._edited()
+
+    def pop(self, *args):
+        self._edited()
+        return dict.pop(self, *args)
+
+    def popitem(self):
+        self._edited()
+        return dict.popitem(self)
+
+    def setdefault(self, key, default=None):
+        self._edited()
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args, **kwargs):
+        dict.update(self, *args, **kwargs)
+        self._edited()
+
+
+class OptimizerState(_CountsEdits, defaultdict):
     """``optimizer.state``: torch's ``defaultdict(dict)`` keyed by parameter,
     which counts its edits.
 
@@ -133,6 +167,9 @@ class OptimizerState(defaultdict):
     def __init__(self, *args, **kwargs):
         super().__init__(dict, *args, **kwargs)
         self.version = 0
+
+    def _edited(self):
+        self.version += 1
 
     def __missing__(self, key):
         # ``state[p]`` of a parameter without state: an empty entry means the
@@ -151,41 +188,8 @@ class OptimizerState(defaultdict):
 
     copy = __copy__
 
-    def __setitem__(self, key, value):
-        dict.__setitem__(self, key, value)
-        self.version += 1
 
-    def __delitem__(self, key):
-        dict.__delitem__(self, key)
-        self.version += 1
-
-    def __ior__(self, other):
-        dict.update(self, other)
-        self.version += 1
-        return self
-
-    def clear(self):
-        dict.clear(self)
-        self.version += 1
-
-    def pop(self, *args):
-        self.version += 1
-        return dict.pop(self, *args)
-
-    def popitem(self):
-        self.version += 1
-        return dict.popitem(self)
-
-    def setdefault(self, key, default=None):
-        self.version += 1
-        return dict.setdefault(self, key, default)
-
-    def update(self, *args, **kwargs):
-        dict.update(self, *args, **kwargs)
-        self.version += 1
-
-
-class ParamState(dict):
+class ParamState(_CountsEdits, dict):
     """``optimizer.state[p]``: a plain dict to the user, whose flat entries are
     views of the group's flat state.
 
@@ -197,7 +201,7 @@ class ParamState(dict):
     needs nothing: the views are the flat state.
     """
 
-    _edited = False
+    _changed = False  # edited since the engine last read it
     _home = None      # the OptimizerState and parameter it was filled for
     _param = None
 
@@ -206,43 +210,10 @@ class ParamState(dict):
         # group belong to this optimizer, and a copy is adopted by its own.
         return (dict, (dict(self),))
 
-    def _touch(self):
-        self._edited = True
+    def _edited(self):
+        self._changed = True
         if self._home is not None:
             self._home.version += 1
-
-    def __setitem__(self, key, value):
-        dict.__setitem__(self, key, value)
-        self._touch()
-
-    def __delitem__(self, key):
-        dict.__delitem__(self, key)
-        self._touch()
-
-    def __ior__(self, other):
-        dict.update(self, other)
-        self._touch()
-        return self
-
-    def clear(self):
-        dict.clear(self)
-        self._touch()
-
-    def pop(self, *args):
-        self._touch()
-        return dict.pop(self, *args)
-
-    def popitem(self):
-        self._touch()
-        return dict.popitem(self)
-
-    def setdefault(self, key, default=None):
-        self._touch()
-        return dict.setdefault(self, key, default)
-
-    def update(self, *args, **kwargs):
-        dict.update(self, *args, **kwargs)
-        self._touch()
 
 
 def _rounded(values, dtype) -> list:
@@ -444,10 +415,6 @@ class FlatGroup:
             self.sstate64 = {name: np.zeros(len(self.params)) for name in self.sstate}
         return self.sstate64
 
-    def scalar_values(self, i: int) -> tuple:
-        """Slot ``i``'s scalar state as Python floats."""
-        return tuple([arr.item(i) for arr in self.scalar_arrays(bool(self.wide[i])).values()])
-
     def _scalar_table(self) -> dict:
         """Every slot's scalar state as stored, in float64 (exact for float32)."""
         if self.sstate64 is None:
@@ -490,7 +457,7 @@ class FlatGroup:
         for i, p in enumerate(self.params):
             entry = get(p)
             own = owned[i]
-            if entry is own and (own is None or not own._edited):
+            if entry is own and (own is None or not own._changed):
                 continue
             if entry is not None and type(entry) is not ParamState:
                 settled = False
@@ -530,7 +497,7 @@ class FlatGroup:
                 self.initialized[i] = False
                 self.wide[i] = False
                 if reuse:
-                    entry._edited = False
+                    entry._changed = False
                     entry._home, entry._param = state, p
                 self.owned[i] = entry if reuse else None
                 continue
@@ -554,7 +521,7 @@ class FlatGroup:
                 elif key in self.sstate or (key == "step" and self.spec.has_step):
                     value = self._scalar_view(key, i)
                 dict.__setitem__(target, key, value)
-            target._edited = False
+            target._changed = False
             target._home, target._param = state, p
             self.initialized[i] = parsed.initialized
             self.owned[i] = target
@@ -582,7 +549,7 @@ class FlatGroup:
             self.present[name][i] = True
             dict.__setitem__(new, name, self._view(name, i))
         if new:
-            new._edited = False
+            new._changed = False
             new._home, new._param = state, p
             self.initialized[i] = True
             self.owned[i] = new
@@ -704,9 +671,8 @@ class FlatGroup:
                         members = dense[slot_key == k]
                         for arr, value in zip(sval.values(), new):
                             arr[members] = value
-                    rows.append(checked_row(_host(spec.scalars, group, self.group_index,
-                                                  group, t, f, tuple(old), new),
-                                            group, self.group_index))
+                    rows.append(_host(spec.scalars, group, self.group_index,
+                                      group, t, f, tuple(old), new, row=True))
                 scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(self.dtype)
                 seg = np.ascontiguousarray(segments[:, :4])
                 kernel, chunks = _launch_shape(spec, seg)
@@ -964,7 +930,7 @@ class _Steady:
             else:
                 old = new = ()
             row = fg.spec.scalars(group, t, False, old, new)
-            sum(row)            # see checked_row
+            sum(row)            # see _host
         except TypeError as error:
             name_bad_option(group, fg.group_index, error)
             raise
