@@ -163,8 +163,12 @@ def cpu_kernels(loop):
 
 
 class CudaKernel:
-    """A kernels module's CUDA segment loop, compiled on first use (importing
-    numba.cuda only then): ``kernel(blocks, threads, *args)``."""
+    """A kernels module's CUDA segment loop ``loop``, which calls the
+    plain-Python element functions ``elements``, compiled on first use
+    (importing numba.cuda only then): ``kernel(blocks, threads, *args)``.
+    The names the loop reads (``cuda``, ``device_chunk``) are bound in its
+    module by nbopt.kernels._cuda when it is compiled; the module declares
+    them as None until then."""
 
     def __init__(self, loop, *elements):
         self.loop, self.elements = loop, elements
@@ -185,13 +189,7 @@ class CudaKernel:
             kernel[blocks, threads](*args)
 
 
-def cuda_kernel(loop, *elements) -> CudaKernel:
-    """The CUDA kernel of segment loop ``loop``, which calls the plain-Python
-    element functions ``elements``.  The names the loop reads (``cuda``,
-    ``device_chunk``) are bound in its module by
-    nbopt.kernels._cuda when it is compiled; the module declares them as
-    None until then."""
-    return CudaKernel(loop, *elements)
+cuda_kernel = CudaKernel
 
 
 # --------------------------------------------------------------------------
