@@ -11,6 +11,13 @@ reads them at every step).
     The parallel kernels split the work into chunks of at most this many
     elements, so that one huge parameter and many tiny ones balance across
     threads.
+``CUDA_THREADS`` (``NBOPT_CUDA_THREADS``, default 256)
+    Threads per block of the CUDA kernels.
+``CUDA_CHUNK_SIZE`` (``NBOPT_CUDA_CHUNK_SIZE``, default 4096)
+    The CUDA kernels give each block chunks of at most this many elements
+    (a grid-stride loop over the chunk table, the block's threads striding
+    over a chunk): large enough that a block streams whole cache lines, small
+    enough that one big parameter fills every multiprocessor.
 ``CACHE`` (``NBOPT_CACHE``, default 1)
     ``0`` turns off Numba's on-disk cache of compiled kernels.  When the
     package directory is not writable Numba falls back to a user cache
@@ -62,6 +69,8 @@ def _env_int(name: str, default: int) -> int:
 PARALLEL_THRESHOLD: int = _env_int("NBOPT_PARALLEL_THRESHOLD", 1 << 17)
 CHUNK_SIZE: int = max(1, _env_int("NBOPT_CHUNK_SIZE", 1 << 15))
 CACHE: bool = _env_int("NBOPT_CACHE", 1) != 0
+CUDA_THREADS: int = max(1, _env_int("NBOPT_CUDA_THREADS", 256))
+CUDA_CHUNK_SIZE: int = max(1, _env_int("NBOPT_CUDA_CHUNK_SIZE", 1 << 12))
 
 
 def set_num_threads(n: int) -> None:

@@ -353,7 +353,7 @@ class FlatGroup:
             np.cumsum(self.sizes[:-1], out=self.offsets[1:])
         self.total = int(self.sizes.sum())
         self.nbytes = self.sizes * self.dtype.itemsize
-        self.param_addr = np.array([_address(p) for p in params], np.int64)
+        self.param_addr = np.array([self._address(p) for p in params], np.int64)
         # the same as Python ints, for the per-gradient overlap check
         self._extent = list(zip(self.param_addr.tolist(), self.nbytes.tolist()))
         self.steps = np.zeros(n, np.float32)
@@ -367,7 +367,7 @@ class FlatGroup:
         self.initialized = np.zeros(n, bool)
         self.arrays: dict[str, np.ndarray | None] = {s.name: None for s in spec.state}
         self.present = {s.name: np.zeros(n, bool) for s in spec.state}
-        self._empty = np.empty(0, self.dtype)
+        self._empty = self._zeros(0)
         self._no_fresh = np.zeros(n, bool)
         self._grads: list = [None] * n            # gradients the address table was made for
         self._grad_addr = np.zeros(n, np.int64)
@@ -385,16 +385,53 @@ class FlatGroup:
         if changes:
             self.apply_sync(changes, state)
 
+    # -- where the memory is (engine_cuda.DeviceFlatGroup keeps it on a GPU) ------
+    device = None               # the GPU ordinal of a device group
+    _address = staticmethod(_address)
+
+    def _zeros(self, n: int):
+        return aligned_zeros(n, self.dtype)
+
+    def _flat(self, name: str, i: int):
+        """Slot ``i``'s slice of the flat state array ``name`` (real view)."""
+        return self._array(name)[self.offsets[i]:self.offsets[i] + self.sizes[i]]
+
+    def _fill(self, name: str, i: int, value) -> None:
+        self._flat(name, i).fill(value)
+
+    def _store(self, name: str, i: int, value) -> None:
+        """Copy a state value (validated, shaped like the parameter) into slot
+        ``i``'s view of ``name``."""
+        np.copyto(self._view(name, i), value, casting="unsafe")
+
+    @staticmethod
+    def _unaliased(value, flats):
+        """``value``, or a copy of it where it shares memory with one of the
+        flat arrays (it is read before any slot is written)."""
+        if any(np.may_share_memory(value, a) for a in flats):
+            return value.copy()
+        return value
+
+    def _launch(self, segments: np.ndarray, rows: list):
+        """``(kernel, segments, chunks, scalars)`` of one kernel call over
+        ``segments`` (see :func:`_segments`) whose scalar keys have the
+        kernel rows ``rows``; the call is ``kernel(segments, chunks, scalars,
+        *state arrays, *flags)``."""
+        scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(self.dtype)
+        seg = np.ascontiguousarray(segments[:, :4])
+        kernel, chunks = _launch_shape(self.spec, seg)
+        return kernel, seg, chunks, scalars
+
     # -- state -----------------------------------------------------------------
     def _array(self, name: str) -> np.ndarray:
         arr = self.arrays[name]
         if arr is None:
-            arr = self.arrays[name] = aligned_zeros(self.total, self.dtype)
+            arr = self.arrays[name] = self._zeros(self.total)
         return arr
 
     def _view(self, name: str, i: int) -> np.ndarray:
         p = self.params[i]
-        flat = self._array(name)[self.offsets[i]:self.offsets[i] + self.sizes[i]]
+        flat = self._flat(name, i)
         if p.dtype.kind == "c":
             flat = flat.view(p.dtype)
         order = "F" if (p.flags.f_contiguous and not p.flags.c_contiguous) else "C"
@@ -484,8 +521,7 @@ class FlatGroup:
         copies = {}
         for i, parsed, _ in changes:
             if parsed is not None:
-                copies[i] = {name: value.copy() if any(np.may_share_memory(value, a)
-                                                       for a in flats) else value
+                copies[i] = {name: self._unaliased(value, flats)
                              for name, value in parsed.arrays.items()}
         for i, parsed, entry in changes:
             p = self.params[i]
@@ -510,8 +546,8 @@ class FlatGroup:
                 arr[i] = value
             views = {}
             for name, value in copies[i].items():
-                view = views[name] = self._view(name, i)
-                np.copyto(view, value, casting="unsafe")
+                self._store(name, i, value)
+                views[name] = self._view(name, i)
                 self.present[name][i] = True
             if target is entry:
                 dict.clear(target)
@@ -545,7 +581,7 @@ class FlatGroup:
         for name, value in init.arrays.items():
             # filled through the real view: a complex parameter's state
             # starts at v + v*1j, as torch's full_like(p, v) of its real view
-            self._array(name)[self.offsets[i]:self.offsets[i] + self.sizes[i]].fill(value)
+            self._fill(name, i, value)
             self.present[name][i] = True
             dict.__setitem__(new, name, self._view(name, i))
         if new:
@@ -673,10 +709,7 @@ class FlatGroup:
                             arr[members] = value
                     rows.append(_host(spec.scalars, group, self.group_index,
                                       group, t, f, tuple(old), new, row=True))
-                scalars = np.array(rows, dtype=np.float64)[segments[:, 4]].astype(self.dtype)
-                seg = np.ascontiguousarray(segments[:, :4])
-                kernel, chunks = _launch_shape(spec, seg)
-                launch = (kernel, seg, chunks, scalars)
+                launch = self._launch(segments, rows)
                 n_keys = len(keys)
             row_updates = [(int(i), float(steps[i])) for i in slots[is_sparse[slots]]] \
                 if sparse else []
@@ -816,8 +849,7 @@ class StepWork:
         if (not updates and fg.max_count == 1 and self.n_keys == 1 and launch is not None
                 and len(self.active) == len(fg.params) and not fg._copied.any()
                 and not len(self.fresh_slots)):
-            kernel, seg, chunks, _ = launch
-            fg._steady = _Steady(fg, group, seg, chunks, kernel, arrays)
+            fg._steady = _Steady(fg, group, launch, arrays)
 
 
 def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray):
@@ -846,15 +878,17 @@ class _Steady:
                  "knobs", "grad_ids", "epoch", "uniform", "t", "new", "wide", "sarrays",
                  "stored", "rows", "per_slot", "regrads")
 
-    def __init__(self, fg, group, seg, chunks, kernel, arrays):
+    def __init__(self, fg, group, launch, arrays):
+        kernel, seg, chunks, scalars = launch
         self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
         # ids of the gradients this plan was made for; fg._grads holds the
         # arrays themselves, so an id cannot be reused while it is cached
         self.grad_ids = list(map(id, fg._grads))
         self.epoch = Parameter._grad_epoch
         self.kernel, self.arrays = kernel, arrays
-        self.scalars = np.empty((len(seg), fg.spec.n_scalars), fg.dtype)
-        self.rows = 0 if len(seg) == 1 else slice(None)
+        # the launch's scalar table: a row per segment on the CPU, one row on a GPU
+        self.scalars = np.empty_like(scalars)
+        self.rows = 0 if len(scalars) == 1 else slice(None)
         self.present = {s.name: bool(fg.present[s.name].all()) for s in fg.spec.state}
         self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE, config._serial_only)
         # every slot has one width (one key): its scalar-state arrays, and how
@@ -948,6 +982,8 @@ class _Steady:
                 fg._grad_addr[i] = addr
                 self.seg[i, 1] = addr
             self.regrads = None
+            if fg.device is not None:
+                self.kernel.segments_changed()
         self.fg.steps.fill(self.t)
         for arr, value in zip(self.sarrays, self.new):
             arr.fill(value)

@@ -8,7 +8,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Parameter", "ParameterArena", "SparseGrad", "is_sparse_grad", "as_sparse_grad"]
+__all__ = ["Parameter", "DeviceParameter", "ParameterArena", "SparseGrad", "is_sparse_grad",
+           "as_sparse_grad", "is_device_array"]
 
 
 # Cache-line alignment of the flat buffers nbopt allocates: a 64-byte vector
@@ -39,6 +40,10 @@ class Parameter(np.ndarray):
 
     Attributes
     ----------
+    A GPU array (any object with ``__cuda_array_interface__``: CuPy, torch
+    CUDA tensors, numba device arrays) gives a :class:`DeviceParameter`
+    instead, updated in place on its device.
+
     grad : ndarray, SparseGrad or None
         The gradient read by ``Optimizer.step``: ``None`` (the parameter is
         skipped), an array of the parameter's shape and dtype, or a sparse
@@ -62,6 +67,8 @@ class Parameter(np.ndarray):
     def __new__(cls, data=None, requires_grad: bool = True):
         if data is None:
             data = np.empty(0, np.float32)
+        if is_device_array(data):
+            return DeviceParameter(data, requires_grad=requires_grad)
         arr = np.asarray(data)
         if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
             arr = np.ascontiguousarray(arr)
@@ -117,6 +124,131 @@ class Parameter(np.ndarray):
         return f"Parameter({body}, dtype={self.dtype})"
 
     __hash__ = object.__hash__  # identity, like torch tensors: state is keyed by parameter
+
+
+def is_device_array(obj) -> bool:
+    """Whether ``obj`` is a GPU array: it has ``__cuda_array_interface__``
+    (CuPy, torch CUDA tensors, numba device arrays), or it is a numba device
+    array of the CUDA simulator.  Imports nothing."""
+    if isinstance(obj, (np.ndarray, DeviceParameter)):
+        return isinstance(obj, DeviceParameter)
+    try:
+        if hasattr(obj, "__cuda_array_interface__"):
+            return True
+    except Exception:       # e.g. a CPU tensor's property refusing
+        return False
+    sim = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
+    return sim is not None and isinstance(obj, sim.FakeCUDAArray)
+
+
+def _cuda():
+    """nbopt's CUDA building blocks, imported on first use with a clear error
+    where CUDA support is missing."""
+    try:
+        from .kernels import _cuda
+    except ImportError as error:
+        raise RuntimeError(
+            "a CUDA array was given, but CUDA support is not installed: "
+            "pip install 'nbopt[cuda]' (numba-cuda)") from error
+    if not _cuda.SIMULATED:
+        from numba import cuda
+
+        if not cuda.is_available():
+            raise RuntimeError("a CUDA array was given, but no CUDA GPU is available "
+                               "(numba.cuda.is_available() is False)")
+    return _cuda
+
+
+class _DeviceFlags:
+    """The ``flags`` a DeviceParameter shares with ndarray's."""
+
+    __slots__ = ("c_contiguous", "f_contiguous", "writeable")
+
+    def __init__(self, c, f):
+        self.c_contiguous, self.f_contiguous, self.writeable = c, f, True
+
+
+class DeviceParameter:
+    r"""A parameter on a GPU: the device counterpart of :class:`Parameter`.
+
+    ``nbopt.Parameter(x)`` returns one for any GPU array ``x`` (CuPy, torch
+    CUDA tensors, numba device arrays): it views ``x``'s memory, without a
+    copy, and optimizers update it in place on its device, so ``x`` (and
+    ``cp.asarray(w)``, ``torch.as_tensor(w, device="cuda")``) see every step.
+
+    Attributes
+    ----------
+    data : numba.cuda DeviceNDArray
+        The parameter's memory, as a numba device array.
+    grad : GPU array or None
+        Any ``__cuda_array_interface__`` array on the same device with the
+        parameter's shape and dtype (or None: the parameter is skipped).
+    device : str
+        ``"cuda:<ordinal>"``, as torch names it.
+    shape, dtype, size, ndim, strides, flags
+        As for an ndarray.
+
+    Notes
+    -----
+    Not an ndarray: there is no host memory to view.  ``copy_to_host()``
+    returns a NumPy copy; ``__cuda_array_interface__`` hands the memory to
+    other GPU libraries.  ``isinstance(w, nbopt.Parameter)`` is False; test
+    ``isinstance(w, (nbopt.Parameter, nbopt.DeviceParameter))``.
+    """
+
+    def __init__(self, data, requires_grad: bool = True):
+        cu = _cuda()
+        self.__dict__["grad"] = None
+        self.data = cu.as_device_array(data)
+        self._source = data
+        dtype = np.dtype(self.data.dtype)
+        if requires_grad and dtype.kind not in "fc":
+            raise RuntimeError(
+                "Only arrays of floating point and complex dtype can require gradients, "
+                f"got dtype {dtype}")
+        c, f = self.data.is_c_contiguous(), self.data.is_f_contiguous()
+        if not (c or f):
+            raise ValueError("can't optimize a non-contiguous Parameter: a CUDA parameter must be "
+                             "C- or F-contiguous (it is updated in place, so it cannot be copied)")
+        self.flags = _DeviceFlags(c, f)
+        self.requires_grad = bool(requires_grad)
+        self.device_index = cu.device_of(self.data)
+        self.device = f"cuda:{self.device_index}"
+
+    def __setattr__(self, name, value):
+        if name == "grad":
+            Parameter._grad_epoch += 1
+        object.__setattr__(self, name, value)
+
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: np.dtype(self.data.dtype))
+    size = property(lambda self: int(self.data.size))
+    ndim = property(lambda self: len(self.data.shape))
+    strides = property(lambda self: tuple(self.data.strides))
+    nbytes = property(lambda self: int(self.data.size) * np.dtype(self.data.dtype).itemsize)
+
+    @property
+    def __cuda_array_interface__(self):
+        return self.data.__cuda_array_interface__
+
+    @property
+    def _nbopt_device_array(self):
+        return self.data
+
+    def copy_to_host(self) -> np.ndarray:
+        """A NumPy copy of the parameter's values."""
+        return self.data.copy_to_host()
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        return (f"DeviceParameter(shape={self.shape}, dtype={self.dtype}, "
+                f"device='{self.device}')")
+
+    def __reduce__(self):
+        raise TypeError("a DeviceParameter cannot be pickled: save its values with "
+                        "nbopt.save({'w': w.copy_to_host()}, path)")
 
 
 def _rebuild_parameter(data, requires_grad):

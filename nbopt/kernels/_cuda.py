@@ -23,8 +23,14 @@ path do not pay for it.
 
 Kernel contract: ``kernel[blocks, threads](segments, chunks, scalars, <state
 arrays>, <flags>)`` with the CPU loops' segment and chunk tables (device
-arrays); block ``b`` takes chunks ``b, b + gridDim, ...`` and its threads
-stride over the chunk's elements.
+arrays; the segment table has a fifth column, the segment's row of
+``scalars``); block ``b`` takes chunks ``b, b + gridDim, ...`` and its
+threads stride over the chunk's elements.
+
+The array helpers at the end (:func:`as_device_array`, :func:`device_zeros`,
+:func:`store`, ...) are what the engine's device groups
+(:mod:`nbopt.engine_cuda`) need of numba-cuda: zero-copy views of any
+``__cuda_array_interface__`` object, allocation, fills and copies.
 """
 from __future__ import annotations
 
@@ -39,7 +45,8 @@ from numba import cuda
 from ._common import fma, lerp
 
 __all__ = ["SIMULATED", "THREADS", "compile_kernel", "device_chunk", "device_ptr",
-           "device_carray", "launch_shape", "no_contraction"]
+           "device_carray", "launch_shape", "no_contraction", "as_device_array",
+           "device_address", "device_of", "device_zeros", "fill", "store", "to_host"]
 
 SIMULATED = bool(_numba_config.ENABLE_CUDASIM)
 THREADS = 256           # threads per block: one chunk's elements are strided over them
@@ -100,15 +107,19 @@ else:
 
 
 def device_chunk(segments, chunks, c, like):
-    """Chunk ``c`` of a CUDA segment loop: ``(s, param, grad, off)``, the
-    segment, its parameter and gradient (``like``'s dtype) and its offset into
-    the flat state arrays; the chunk's elements are ``chunks[c, 1]`` to
-    ``chunks[c, 2]`` (the CPU loops' ``chunk_views``)."""
+    """Chunk ``c`` of a CUDA segment loop: ``(row, param, grad, off)``: the
+    segment's row of the scalar table, its parameter and gradient (``like``'s
+    dtype) and its offset into the flat state arrays; the chunk's elements
+    are ``chunks[c, 1]`` to ``chunks[c, 2]`` (the CPU loops' ``chunk_views``).
+
+    The device segment table has a fifth column, the segment's scalar row:
+    segments that share a step count share a row, so a steady step uploads
+    one row of scalars, not one per parameter."""
     s = chunks[c, 0]
     n = segments[s, 3]
     param = device_carray(device_ptr(segments[s, 0], like), n)
     grad = device_carray(device_ptr(segments[s, 1], like), n)
-    return s, param, grad, segments[s, 2]
+    return segments[s, 4], param, grad, segments[s, 2]
 
 
 if not SIMULATED:
@@ -175,3 +186,118 @@ def compile_kernel(loop, elements):
 def launch_shape(n_chunks: int) -> tuple[int, int]:
     """``(blocks, threads)`` for a chunk table of ``n_chunks`` rows."""
     return max(1, min(n_chunks, MAX_BLOCKS)), THREADS
+
+
+# --------------------------------------------------------------------------
+# Device arrays for the engine: numba-cuda's DeviceNDArray (the simulator's
+# FakeCUDAArray under NUMBA_ENABLE_CUDASIM=1) is the one device array type
+# nbopt holds; anything else with __cuda_array_interface__ is viewed as one.
+
+if SIMULATED:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
+else:
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
+
+
+def as_device_array(obj):
+    """``obj`` (a numba device array, or any ``__cuda_array_interface__``
+    object: CuPy, torch CUDA tensors) as a numba device array over the same
+    memory, without a copy; the view keeps ``obj`` alive."""
+    if isinstance(obj, _DeviceArray):
+        return obj
+    own = getattr(obj, "_nbopt_device_array", None)     # a DeviceParameter
+    if own is not None:
+        return own
+    if SIMULATED:
+        # simulated "device memory" is host memory: view it with NumPy
+        iface = obj.__cuda_array_interface__
+        dtype = np.dtype(iface["typestr"])
+        shape = tuple(iface["shape"])
+        size = int(np.prod(shape)) if shape else 1
+        buf = (ctypes.c_char * (size * dtype.itemsize)).from_address(iface["data"][0])
+        host = np.frombuffer(buf, dtype, count=size)
+        strides = iface.get("strides")
+        host = np.lib.stride_tricks.as_strided(host, shape, strides) if strides \
+            else host.reshape(shape)
+        view = _DeviceArray(host)
+        view._nbopt_owner = obj
+        return view
+    return cuda.as_cuda_array(obj)
+
+
+def device_address(d) -> int:
+    """The device address of a numba device array's first element."""
+    if SIMULATED:
+        return d._ary.__array_interface__["data"][0]
+    return d.__cuda_array_interface__["data"][0]
+
+
+def device_of(d) -> int:
+    """The ordinal of the GPU holding device array ``d``'s memory."""
+    if SIMULATED:
+        return 0
+    try:
+        from cuda.bindings import driver as cu
+
+        err, ordinal = cu.cuPointerGetAttribute(
+            cu.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, device_address(d))
+        if int(err) == 0:
+            return int(ordinal)
+    except Exception:       # older bindings: the current device
+        pass
+    return cuda.get_current_device().id
+
+
+def _fill_loop(a, value):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = value
+
+
+_fill_kernel = None
+
+
+def fill(flat, value, stream=0) -> None:
+    """``flat[:] = value`` for a 1-D device array (``value`` cast to its dtype)."""
+    global _fill_kernel
+    if flat.shape[0] == 0:
+        return
+    if _fill_kernel is None:
+        _fill_kernel = cuda.jit(_fill_loop)
+    threads = min(256, flat.shape[0])
+    blocks = min(-(-flat.shape[0] // threads), 4096)
+    _fill_kernel[blocks, threads, stream](flat, flat.dtype.type(value))
+
+
+def device_zeros(n: int, dtype, stream=0):
+    """A zero-filled 1-D device array of ``n`` elements."""
+    d = cuda.device_array(max(int(n), 1), dtype, stream=stream)[:int(n)]
+    fill(d, 0, stream)
+    return d
+
+
+def is_device_array(obj) -> bool:
+    return isinstance(obj, _DeviceArray)
+
+
+def to_host(d) -> np.ndarray:
+    """A host copy of device array ``d`` (any ``__cuda_array_interface__`` object)."""
+    return as_device_array(d).copy_to_host()
+
+
+def store(flat, value, order: str, complex_param: bool, stream=0) -> None:
+    """Copy ``value`` (host or device array shaped like the parameter, whose
+    memory order is ``order``) into the 1-D device slice ``flat`` holding the
+    parameter's state, cast as NumPy's ``copyto(..., casting="unsafe")``
+    casts: to ``flat``'s dtype, or for a complex parameter to the complex
+    dtype whose real view ``flat`` is."""
+    target = np.result_type(flat.dtype, np.complex64) if complex_param else flat.dtype
+    if not isinstance(value, np.ndarray):
+        src = as_device_array(value)
+        contiguous = src.is_c_contiguous() if order == "C" else src.is_f_contiguous()
+        if src.dtype == target and contiguous:
+            flat.copy_to_device(src.reshape(src.size, order=order).view(flat.dtype),
+                                stream=stream)
+            return
+        value = src.copy_to_host()
+    host = np.asarray(value).astype(target, copy=False).ravel(order=order)
+    flat.copy_to_device(np.ascontiguousarray(host).view(flat.dtype), stream=stream)

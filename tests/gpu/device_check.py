@@ -102,7 +102,7 @@ def bandwidth(n: int, names) -> None:
         p = cuda.to_device(np.zeros(n, np.float32))
         g = cuda.to_device(np.full(n, 0.5, np.float32))
         state = [cuda.to_device(np.full(n, 0.25, np.float32)) for _ in spec.state]
-        seg = np.array([[device_address(p), device_address(g), 0, n]], np.int64)
+        seg = np.array([[device_address(p), device_address(g), 0, n, 0]], np.int64)
         chunks = _chunks(seg[:, 3], 1 << 16)
         _, _, _, _, _, scalars, _, flags = launch_inputs(cls, options, np.float32)
         d_seg, d_chunks = cuda.to_device(seg), cuda.to_device(chunks)

@@ -55,8 +55,10 @@ def launch_inputs(cls: str, options: dict, dtype, t: float = 3.0, fresh: bool = 
     total = sum(SIZES)
     state = [np.abs(rng.standard_normal(total)).astype(dtype) + dtype(0.1) for _ in spec.state]
     offsets = np.cumsum((0,) + SIZES[:-1])
-    segments = np.array([[p.ctypes.data, g.ctypes.data, off, p.size]
-                         for p, g, off in zip(params, grads, offsets)], np.int64)
+    # the device table's fifth column: each segment's scalar row (its own
+    # here; the CPU kernels read the first four columns and row s)
+    segments = np.array([[p.ctypes.data, g.ctypes.data, off, p.size, k]
+                         for k, (p, g, off) in enumerate(zip(params, grads, offsets))], np.int64)
     # scalar state as after step t - 1 (ASGD with t0=0 then averages: mu != 1)
     old = tuple(float(np.float32(s.initial_value(group, opt.defaults)))
                 for s in spec.scalar_state)
