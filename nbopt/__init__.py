@@ -16,11 +16,12 @@ from .optim import (ASGD, LBFGS, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NA
 from .optimizer import Optimizer
 from . import lr_scheduler  # noqa: E402  (needs Optimizer; as torch.optim.lr_scheduler)
 from . import nn, swa_utils  # noqa: E402
-from .parameter import Parameter, ParameterArena, SparseGrad
+from .parameter import DeviceParameter, Parameter, ParameterArena, SparseGrad
 
 __version__ = "0.1.0"
 
-__all__ = ["Parameter", "ParameterArena", "SparseGrad", "Optimizer", "SGD", "Adam", "AdamW",
+__all__ = ["Parameter", "DeviceParameter", "ParameterArena", "SparseGrad", "Optimizer", "SGD",
+           "Adam", "AdamW",
            "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop",
            "SparseAdam", "LBFGS", "lr_scheduler", "nn", "swa_utils", "save", "load",
            "set_num_threads", "get_num_threads"]

@@ -73,6 +73,8 @@ import zlib
 
 import numpy as np
 
+from .parameter import is_device_array
+
 __all__ = ["save", "load"]
 
 _FORMAT = "nbopt-checkpoint"
@@ -293,6 +295,11 @@ class _Encoder:
         if isinstance(obj, np.generic):
             dtype = _checked_dtype(obj.dtype, where, f"{_type_name(obj)} scalar")
             return {"t": "npscalar", "dtype": dtype.str, "hex": obj.tobytes().hex()}
+        if not isinstance(obj, np.ndarray) and is_device_array(obj):
+            # GPU state (a device optimizer's state_dict): stored as its host copy
+            from .kernels._cuda import to_host
+
+            obj = to_host(obj)
         if isinstance(obj, np.ndarray):
             if obj.dtype.hasobject:
                 raise TypeError(

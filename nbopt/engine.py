@@ -35,7 +35,7 @@ from typing import Mapping, NamedTuple
 import numpy as np
 
 from . import config
-from .parameter import Parameter, aligned_zeros, as_sparse_grad, is_sparse_grad
+from .parameter import Parameter, aligned_zeros, as_sparse_grad, is_device_array, is_sparse_grad
 from .registry import DENSIFY, AlgorithmSpec
 
 __all__ = ["FlatGroup", "OptimizerState", "ParamState", "parse_state", "param_where",
@@ -259,13 +259,19 @@ def check_state_scalar(what: str, name: str, where: str, value) -> None:
 def check_state_array(what: str, name: str, where: str, value, param) -> None:
     """A state array must be an ndarray shaped like its parameter, of a dtype
     that can hold the parameter's state (complex only for complex ones)."""
-    if not isinstance(value, np.ndarray):
+    if is_device_array(value):
+        # a GPU array (a device optimizer's state dict): checked as its
+        # numba view; the engine copies it to the parameter's device
+        from .kernels._cuda import as_device_array
+
+        value = as_device_array(value)
+    elif not isinstance(value, np.ndarray):
         raise ValueError(f"{what} {name!r} for {where} must be an array, "
                          f"got {type(value).__name__}")
-    if value.shape != param.shape:
+    if tuple(value.shape) != tuple(param.shape):
         raise ValueError(f"{what} {name!r} for {where} has shape {value.shape}, "
                          f"but the parameter has shape {param.shape}")
-    if value.dtype.kind not in ("biufc" if param.dtype.kind == "c" else "biuf"):
+    if np.dtype(value.dtype).kind not in ("biufc" if param.dtype.kind == "c" else "biuf"):
         raise ValueError(f"{what} {name!r} for {where} has dtype {value.dtype}, "
                          f"which cannot hold the state of a {param.dtype} parameter")
 
@@ -400,14 +406,26 @@ class FlatGroup:
         self._flat(name, i).fill(value)
 
     def _store(self, name: str, i: int, value) -> None:
-        """Copy a state value (validated, shaped like the parameter) into slot
-        ``i``'s view of ``name``."""
+        """Copy a state value (validated, shaped like the parameter; a GPU
+        array is copied to the host, as torch moves loaded state to the
+        parameter's device) into slot ``i``'s view of ``name``."""
+        if is_device_array(value):
+            from .kernels._cuda import to_host
+
+            value = to_host(value)
         np.copyto(self._view(name, i), value, casting="unsafe")
+
+    @staticmethod
+    def _steady_grad(g) -> bool:
+        """Whether a new gradient may keep the steady plan (a dense array)."""
+        return isinstance(g, np.ndarray)
 
     @staticmethod
     def _unaliased(value, flats):
         """``value``, or a copy of it where it shares memory with one of the
         flat arrays (it is read before any slot is written)."""
+        if is_device_array(value):
+            return value
         if any(np.may_share_memory(value, a) for a in flats):
             return value.copy()
         return value
@@ -938,7 +956,7 @@ class _Steady:
         regrads = []
         for i, (g, old) in enumerate(zip(grads, self.grad_ids)):
             if id(g) != old:
-                if not isinstance(g, np.ndarray):
+                if not fg._steady_grad(g):
                     return False            # None or sparse: the general path
                 checked, addr = fg._check_grad(i, g)
                 if checked is not g:

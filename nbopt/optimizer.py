@@ -22,7 +22,7 @@ import numpy as np
 
 from .engine import FlatGroup, OptimizerState, param_where, parse_state, read_only_message
 from .hooks import RemovableHandle
-from .parameter import Parameter
+from .parameter import DeviceParameter, Parameter, is_device_array
 
 __all__ = ["Optimizer", "ElementwiseOptimizer", "required",
            "register_optimizer_step_pre_hook", "register_optimizer_step_post_hook"]
@@ -73,7 +73,20 @@ def typename(obj) -> str:
 
 
 def _is_param(x) -> bool:
-    return isinstance(x, Parameter)
+    return isinstance(x, (Parameter, DeviceParameter))
+
+
+def refuse_device_params(optimizer) -> None:
+    """For the algorithms nbopt steps on the CPU only (SparseAdam, LBFGS):
+    a clear error for a CUDA parameter, rather than a failure mid-step."""
+    for gi, group in enumerate(optimizer.param_groups):
+        for pos, p in enumerate(group["params"]):
+            if isinstance(p, DeviceParameter):
+                raise NotImplementedError(
+                    f"{type(optimizer).__name__} does not support CUDA parameters yet "
+                    f"({param_where(gi, pos)} is on {p.device}); the element-wise algorithms "
+                    "(SGD, Adam, AdamW, Adagrad, Adadelta, Adamax, ASGD, NAdam, RAdam, RMSprop, "
+                    "Rprop) do")
 
 
 def _is_number(x) -> bool:
@@ -327,6 +340,10 @@ class Optimizer:
                 if p.grad is not None:
                     if set_to_none:
                         p.grad = None
+                    elif is_device_array(p.grad):
+                        from .kernels._cuda import zero
+
+                        zero(p.grad)
                     else:
                         p.grad.fill(0)
 
@@ -558,7 +575,8 @@ class ElementwiseOptimizer(Optimizer):
                 raise ValueError(read_only_message(param_where(gi, pos)))
             # complex parameters share the flat state of their real dtype
             dtype = p.dtype if p.dtype.kind != "c" else np.finfo(p.dtype).dtype
-            entry = by_dtype.setdefault(dtype, {})
+            # one flat group per (device, dtype): None is the CPU
+            entry = by_dtype.setdefault((getattr(p, "device_index", None), dtype), {})
             if id(p) in entry:
                 entry[id(p)][2] += 1
             else:
@@ -566,14 +584,17 @@ class ElementwiseOptimizer(Optimizer):
         spec = self._spec
         flat = []
         unsupported = []
-        for dtype, entries in by_dtype.items():
+        for (device, dtype), entries in by_dtype.items():
             rows = list(entries.values())
             if dtype.kind != "f" or not self._supports(dtype, rows):
                 # rejected at step time, once such a parameter has a gradient
                 unsupported.extend((r[1], r[0]) for r in rows)
                 continue
-            flat.append(FlatGroup(spec, dtype, [r[0] for r in rows], [r[1] for r in rows],
-                                  [r[2] for r in rows], self.state, gi, group))
+            kind = FlatGroup
+            if device is not None:
+                from .engine_cuda import DeviceFlatGroup as kind
+            flat.append(kind(spec, dtype, [r[0] for r in rows], [r[1] for r in rows],
+                             [r[2] for r in rows], self.state, gi, group))
         snapshot = list(params)
         by_identity = all(type(p) is Parameter and p.size > 1 for p in snapshot)
         self._flat[gi] = _GroupPlan(group, snapshot, flat, unsupported, by_identity)

@@ -91,3 +91,18 @@ def test_the_gpu_script_runs_under_the_simulator():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "max ulps 0" in out.stdout and "copy kernel" in out.stdout
     assert out.stdout.count("of floor") == 1 and "RMSprop" in out.stdout.split("copy kernel")[1]
+
+
+@requires_numba_cuda
+def test_device_parameters_through_the_optimizer_api_under_the_simulator():
+    """tests/gpu/test_device.py in its own process with the simulator on: every
+    row of the parity table on device parameters equals the CPU path bit for
+    bit; checkpoints, mixed devices, state edits, schedulers and errors."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NBOPT_CUDA_THREADS="8",
+               NBOPT_CUDA_CHUNK_SIZE="16", PYTHONPATH=os.path.dirname(HERE))
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "-p", "no:xdist", os.path.join(HERE, "gpu", "test_device.py")],
+                         capture_output=True, text=True, timeout=900, env=env,
+                         cwd=os.path.dirname(HERE))
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout

@@ -42,14 +42,14 @@ import numpy as np
 from numba import config as _numba_config
 from numba import cuda
 
+from .. import config
 from ._common import fma, lerp
 
-__all__ = ["SIMULATED", "THREADS", "compile_kernel", "device_chunk", "device_ptr",
+__all__ = ["SIMULATED", "compile_kernel", "device_chunk", "device_ptr",
            "device_carray", "launch_shape", "no_contraction", "as_device_array",
            "device_address", "device_of", "device_zeros", "fill", "store", "to_host"]
 
 SIMULATED = bool(_numba_config.ENABLE_CUDASIM)
-THREADS = 256           # threads per block: one chunk's elements are strided over them
 MAX_BLOCKS = 65535
 
 
@@ -185,7 +185,7 @@ def compile_kernel(loop, elements):
 
 def launch_shape(n_chunks: int) -> tuple[int, int]:
     """``(blocks, threads)`` for a chunk table of ``n_chunks`` rows."""
-    return max(1, min(n_chunks, MAX_BLOCKS)), THREADS
+    return max(1, min(n_chunks, MAX_BLOCKS)), config.CUDA_THREADS
 
 
 # --------------------------------------------------------------------------
@@ -277,6 +277,15 @@ def device_zeros(n: int, dtype, stream=0):
 
 def is_device_array(obj) -> bool:
     return isinstance(obj, _DeviceArray)
+
+
+def zero(obj) -> None:
+    """Zero a contiguous GPU array in place (``zero_grad(set_to_none=False)``)."""
+    d = as_device_array(obj)
+    if d.size:
+        order = "C" if d.is_c_contiguous() else "F"
+        flat = d.reshape(d.size, order=order)
+        fill(flat.view(np.finfo(flat.dtype).dtype) if flat.dtype.kind == "c" else flat, 0)
 
 
 def to_host(d) -> np.ndarray:

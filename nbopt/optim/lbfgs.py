@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..engine import param_where
-from ..optimizer import Optimizer
+from ..optimizer import Optimizer, refuse_device_params
 from ._validation import check_tensor_lr, is_tensor
 
 
@@ -529,6 +529,7 @@ class LBFGS(Optimizer):
             "line_search_fn": line_search_fn,
         }
         super().__init__(params, defaults)
+        refuse_device_params(self)
 
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ..engine import check_state_array, check_state_scalar, param_where
-from ..optimizer import Optimizer
+from ..optimizer import Optimizer, refuse_device_params
 from ..parameter import as_sparse_grad, is_sparse_grad
 from ._validation import check_beta, check_tensor_lr
 
@@ -125,6 +125,7 @@ class SparseAdam(Optimizer):
                 raise ValueError(f"Sparse params at indices {sparse_params}: "
                                  "SparseAdam requires dense parameter tensors")
         super().__init__(params, defaults)
+        refuse_device_params(self)
         complex_params = [[gi, pi] for gi, group in enumerate(self.param_groups)
                           for pi, p in enumerate(group["params"]) if p.dtype.kind == "c"]
         if complex_params:

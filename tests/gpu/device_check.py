@@ -72,7 +72,8 @@ def bandwidth(n: int, names) -> None:
     """One launch over an ``n``-element float32 parameter, against a copy
     kernel moving the same bytes (the floor)."""
     from nbopt.engine import _chunks
-    from nbopt.kernels._cuda import SIMULATED, THREADS, launch_shape
+    from nbopt.config import CUDA_THREADS as THREADS
+    from nbopt.kernels._cuda import SIMULATED, launch_shape
 
     copy = cuda.jit(_copy)
 

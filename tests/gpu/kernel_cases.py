@@ -86,8 +86,9 @@ def ulps(a: np.ndarray, b: np.ndarray) -> int:
     """The largest distance between ``a`` and ``b`` in units in the last
     place (0 where both are NaN)."""
     a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
+    if a.shape != b.shape or a.dtype != b.dtype:
         return 10 ** 9
+    a, b = a.reshape(-1), b.reshape(-1)
     both_nan = np.isnan(a) & np.isnan(b)
     ia = a.view(np.int32 if a.dtype == np.float32 else np.int64).astype(np.int64)
     ib = b.view(np.int32 if b.dtype == np.float32 else np.int64).astype(np.int64)

@@ -1,0 +1,186 @@
+"""The element-wise engine on a GPU: a :class:`DeviceFlatGroup` is a
+:class:`nbopt.engine.FlatGroup` whose flat state lives on the device of its
+parameters (:class:`nbopt.DeviceParameter`), stepped by the algorithm's CUDA
+kernel, one launch per (group, device, dtype).
+
+Everything the CPU group does on the host stays on the host and is shared:
+validation, state edits, step counts, scalar state and the per-step scalars
+(float64 maths as torch's, rounded to the parameter dtype).  What differs is
+where the memory is (allocation, fills, copies of edited or loaded state into
+the flat arrays) and the launch: the segment and chunk tables are uploaded
+once per plan, and a steady step uploads one row of scalars and launches.
+
+Imported when an optimizer first meets a device parameter, so that
+``import nbopt`` and the CPU path never import ``numba.cuda``.
+
+Streams: every copy and launch is on the default stream (numba-cuda's, the
+legacy default stream unless ``NUMBA_CUDA_PER_THREAD_DEFAULT_STREAM=1``), so a
+step is ordered after earlier work on that stream and on every blocking
+stream (CuPy's default and ``cupy.cuda.Stream()``), and before later work on
+them.  Work on a non-blocking stream (torch's ``torch.cuda.Stream()``) must be
+synchronized by the user before ``step`` (``stream.synchronize()``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+from . import config
+from .engine import OVERLAP_MESSAGE, FlatGroup, _chunks, read_only_message
+from .kernels import _cuda as cu
+from .parameter import DeviceParameter, is_device_array
+
+__all__ = ["DeviceFlatGroup", "DeviceLaunch"]
+
+
+def _same_device_message(where: str, g_device: str, p_device: str) -> str:
+    return (f"{where}: the gradient is on {g_device} but the parameter is on {p_device}; "
+            "please ensure that the gradient and the parameter are on the same device")
+
+
+class DeviceLaunch:
+    """One kernel launch's tables on the device: the segment and chunk tables,
+    uploaded once, and a scalar table refreshed at every call (one row per
+    scalar key: a steady step uploads ``n_scalars`` numbers)."""
+
+    __slots__ = ("kernel", "seg", "d_seg", "d_chunks", "d_scalars", "blocks", "threads",
+                 "device")
+
+    def __init__(self, spec, seg: np.ndarray, chunks: np.ndarray, n_rows: int, dtype,
+                 device: int):
+        self.kernel, self.seg, self.device = spec.cuda, seg, device
+        with _on(device):
+            self.d_seg = cuda.to_device(seg)
+            self.d_chunks = cuda.to_device(chunks)
+            self.d_scalars = cuda.device_array((n_rows, spec.n_scalars), dtype)
+        self.blocks, self.threads = cu.launch_shape(len(chunks))
+
+    def segments_changed(self) -> None:
+        """Re-upload the segment table after gradient addresses changed in it."""
+        with _on(self.device):
+            self.d_seg.copy_to_device(self.seg)
+
+    def __call__(self, seg, chunks, scalars, *args):
+        with _on(self.device):
+            self.d_scalars.copy_to_device(scalars)
+            self.kernel(self.blocks, self.threads, self.d_seg, self.d_chunks, self.d_scalars,
+                        *args)
+
+
+class _NoContext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_CONTEXT = _NoContext()
+_several_gpus = None
+
+
+def _on(device: int):
+    """A context that makes ``device`` current where there is more than one GPU."""
+    global _several_gpus
+    if _several_gpus is None:
+        _several_gpus = not cu.SIMULATED and len(cuda.gpus) > 1
+    return cuda.gpus[device] if _several_gpus else _NO_CONTEXT
+
+
+class DeviceFlatGroup(FlatGroup):
+    """Flat state on a GPU and one CUDA launch per step for the ``dtype``
+    parameters of one group on one device (see the module docstring)."""
+
+    def __init__(self, spec, dtype, params, positions, counts, state, group_index, group):
+        self.device = params[0].device_index
+        if spec.cuda is None:
+            raise NotImplementedError(
+                f"{spec.name} has no CUDA kernel: its parameters must be CPU arrays")
+        super().__init__(spec, dtype, params, positions, counts, state, group_index, group)
+
+    # -- where the memory is ------------------------------------------------------
+    @staticmethod
+    def _address(p) -> int:
+        return cu.device_address(p.data)
+
+    def _zeros(self, n: int):
+        with _on(self.device):
+            return cu.device_zeros(n, self.dtype)
+
+    def _fill(self, name: str, i: int, value) -> None:
+        with _on(self.device):
+            cu.fill(self._flat(name, i), value)
+
+    def _store(self, name: str, i: int, value) -> None:
+        p = self.params[i]
+        order = "F" if (p.flags.f_contiguous and not p.flags.c_contiguous) else "C"
+        with _on(self.device):
+            cu.store(self._flat(name, i), value, order, p.dtype.kind == "c")
+
+    @staticmethod
+    def _unaliased(value, flats):
+        if not is_device_array(value):
+            return value            # host memory cannot be the device state
+        d = cu.as_device_array(value)
+        lo = cu.device_address(d)
+        hi = lo + d.size * d.dtype.itemsize
+        for a in flats:
+            start = cu.device_address(a)
+            if lo < start + a.size * a.dtype.itemsize and start < hi:
+                return d.copy_to_host()
+        return value
+
+    def _launch(self, segments: np.ndarray, rows: list):
+        scalars = np.array(rows, dtype=np.float64).astype(self.dtype)
+        seg = np.ascontiguousarray(segments)
+        chunks = _chunks(seg[:, 3], config.CUDA_CHUNK_SIZE)
+        kernel = DeviceLaunch(self.spec, seg, chunks, len(rows), self.dtype, self.device)
+        return kernel, seg, chunks, scalars
+
+    # -- gradients ------------------------------------------------------------------
+    def _check_grad(self, i: int, g) -> tuple:
+        """Validate dense gradient ``g`` of slot ``i``: a GPU array on the
+        parameter's device, of its shape and dtype, laid out as it is.
+        Returns ``(g, its device address)``."""
+        p = self.params[i]
+        where = self._where(i)
+        if not is_device_array(g):
+            if isinstance(g, np.ndarray):
+                raise RuntimeError(_same_device_message(where, "cpu", p.device))
+            raise TypeError(f"{where}: grad must be a CUDA array or None, got "
+                            f"{type(g).__name__}")
+        d = cu.as_device_array(g)
+        if tuple(d.shape) != p.shape:
+            raise RuntimeError(f"{where}: grad has shape {tuple(d.shape)} but the parameter "
+                               f"has shape {p.shape}")
+        if np.dtype(d.dtype) != p.dtype:
+            raise RuntimeError(f"{where}: grad has dtype {np.dtype(d.dtype)} but the parameter "
+                               f"has dtype {p.dtype}")
+        g_device = cu.device_of(d)
+        if g_device != self.device:
+            raise RuntimeError(_same_device_message(where, f"cuda:{g_device}", p.device))
+        if not p.flags.writeable:
+            raise ValueError(read_only_message(where))
+        c_order = p.flags.c_contiguous if p.ndim > 1 and p.size > 1 else True
+        laid_out = d.is_c_contiguous() if c_order else d.is_f_contiguous()
+        if not laid_out and not (p.ndim <= 1 or p.size <= 1) or not (
+                d.is_c_contiguous() or d.is_f_contiguous()):
+            raise ValueError(f"{where}: the gradient of a CUDA parameter must be contiguous in "
+                             f"the parameter's memory order ({'C' if c_order else 'F'}); "
+                             "pass a contiguous copy")
+        addr = cu.device_address(d)
+        start, nbytes = self._extent[i]
+        if addr < start + nbytes and start < addr + p.nbytes and addr != start:
+            raise RuntimeError(OVERLAP_MESSAGE)
+        return g, addr
+
+    def _steady_grad(self, g) -> bool:
+        return is_device_array(g)
+
+    def _check_sparse(self, i: int, g, group):
+        raise RuntimeError(f"{self._where(i)}: sparse gradients of CUDA parameters are not "
+                           "supported (nbopt steps sparse gradients on the CPU only)")
+
+
+def is_device_param(p) -> bool:
+    return isinstance(p, DeviceParameter)
