@@ -269,6 +269,11 @@ class ParameterArena:
         Initial values; each is copied into the arena.
     dtype : dtype, optional
         The arena's dtype (default: the result type of the arrays).
+    device : str, optional
+        ``"cuda"`` (the current GPU) or ``"cuda:<n>"``: the buffers are
+        numba device arrays and the parameters :class:`DeviceParameter`
+        views of them; a step over the arena is one CUDA launch over one
+        segment.  Default: host memory.
 
     Attributes
     ----------
@@ -304,7 +309,7 @@ class ParameterArena:
     0.5
     """
 
-    def __init__(self, arrays: Sequence, dtype=None):
+    def __init__(self, arrays: Sequence, dtype=None, device=None):
         values = [np.asarray(a) for a in arrays]
         if dtype is None:
             dtype = np.result_type(*values) if values else np.float32
@@ -313,6 +318,10 @@ class ParameterArena:
             raise TypeError(f"ParameterArena needs a floating point or complex dtype, got {dtype}")
         sizes = [v.size for v in values]
         total = int(sum(sizes))
+        self.device = None
+        if device is not None:
+            self._on_device(values, sizes, total, dtype, device)
+            return
         self.data = aligned_zeros(total, dtype)
         self.grad = aligned_zeros(total, dtype)
         self.params: list[Parameter] = []
@@ -322,6 +331,38 @@ class ParameterArena:
             view = self.data[offset:offset + size].reshape(value.shape)
             view[...] = value
             p = Parameter(view)
+            g = self.grad[offset:offset + size].reshape(value.shape)
+            p.grad = g
+            self.params.append(p)
+            self.grad_views.append(g)
+            offset += size
+
+    def _on_device(self, values, sizes, total, dtype, device) -> None:
+        """The arena in GPU memory: one upload of the initial values."""
+        text = str(device)
+        if text not in ("cuda", "gpu") and not text.startswith("cuda:"):
+            raise ValueError(f"ParameterArena device must be 'cuda' or 'cuda:<n>', got {device!r}")
+        cu = _cuda()
+        from numba import cuda
+
+        ordinal = int(text.split(":")[1]) if ":" in text else None
+        host = np.zeros(total, dtype)
+        if total:
+            np.concatenate([v.astype(dtype, copy=False).ravel() for v in values], out=host)
+        context = cuda.gpus[ordinal] if ordinal is not None and not cu.SIMULATED else None
+        if context is not None:
+            context.__enter__()
+        try:
+            self.data = cuda.to_device(host)
+            self.grad = cu.device_zeros(total, dtype)
+        finally:
+            if context is not None:
+                context.__exit__(None, None, None)
+        self.device = f"cuda:{cu.device_of(self.data)}"
+        self.params, self.grad_views = [], []
+        offset = 0
+        for value, size in zip(values, sizes):
+            p = DeviceParameter(self.data[offset:offset + size].reshape(value.shape))
             g = self.grad[offset:offset + size].reshape(value.shape)
             p.grad = g
             self.params.append(p)
@@ -339,7 +380,10 @@ class ParameterArena:
 
     def zero_grad(self) -> None:
         """Zero the gradient buffer in one pass and point every ``.grad`` back at it."""
-        self.grad.fill(0)
+        if self.device is not None:
+            _cuda().zero(self.grad)
+        else:
+            self.grad.fill(0)
         for p, g in zip(self.params, self.grad_views):
             p.grad = g
 

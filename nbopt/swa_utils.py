@@ -542,6 +542,11 @@ class AveragedModel(Module):
         if avg_fn is not None and multi_avg_fn is not None:
             raise AssertionError("Only one of avg_fn and multi_avg_fn should be provided")
         _check_device(device)
+        for p in model.parameters():
+            if getattr(p, "device_index", None) is not None:
+                raise NotImplementedError(
+                    "AveragedModel does not support CUDA parameters yet: nbopt averages "
+                    "host arrays only")
         self.module = deepcopy(model)
         self.register_buffer("n_averaged", np.zeros((), np.int64))
         self.avg_fn = avg_fn

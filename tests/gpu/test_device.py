@@ -282,3 +282,37 @@ def test_any_cuda_array_interface_object_is_a_parameter_without_copy():
     w.grad = Foreign()
     nbopt.SGD([w], lr=0.5).step()
     np.testing.assert_array_equal(host, np.arange(6, dtype=np.float32) * np.float32(0.5))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+def test_device_arena_is_one_segment_and_equals_the_cpu_arena(dtype):
+    rng = np.random.default_rng(3)
+    values = [_values(rng, s, dtype) for s in [(3, 4), (5,), (2, 3)]]
+    dev = nbopt.ParameterArena(values, dtype=dtype, device="cuda")
+    cpu = nbopt.ParameterArena(values, dtype=dtype)
+    assert dev.device == "cuda:0" and all(isinstance(p, nbopt.DeviceParameter) for p in dev)
+    opts = [nbopt.NAdam(a.params, lr=0.01, weight_decay=0.1) for a in (dev, cpu)]
+    for _ in range(4):
+        g = _values(rng, (dev.grad.shape[0],), dtype)
+        dev.grad.copy_to_device(g)
+        cpu.grad[...] = g
+        for o in opts:
+            o.step()
+    fg = opts[0]._flat[0].flat[0]
+    assert fg._steady is not None and len(fg._steady.seg) == 1      # one segment, one launch
+    assert ulps(_real(dev.data.copy_to_host()), _real(cpu.data)) == 0
+    dev.zero_grad()
+    np.testing.assert_array_equal(dev.grad.copy_to_host(), 0)
+
+
+def test_averaged_model_refuses_device_parameters():
+    class Model:
+        def __init__(self, params):
+            self._params = params
+
+        def parameters(self):
+            return iter(self._params)
+
+    w = nbopt.Parameter(cuda.to_device(np.ones(4, np.float32)))
+    with pytest.raises(NotImplementedError, match="AveragedModel does not support CUDA"):
+        nbopt.swa_utils.AveragedModel(Model([w]))
