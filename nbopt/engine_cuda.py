@@ -149,28 +149,26 @@ class DeviceFlatGroup(FlatGroup):
                 raise RuntimeError(_same_device_message(where, "cpu", p.device))
             raise TypeError(f"{where}: grad must be a CUDA array or None, got "
                             f"{type(g).__name__}")
-        d = cu.as_device_array(g)
-        if tuple(d.shape) != p.shape:
-            raise RuntimeError(f"{where}: grad has shape {tuple(d.shape)} but the parameter "
+        shape, dtype, addr, c_contiguous, f_contiguous = cu.describe(g)
+        if shape != p.shape:
+            raise RuntimeError(f"{where}: grad has shape {shape} but the parameter "
                                f"has shape {p.shape}")
-        if np.dtype(d.dtype) != p.dtype:
-            raise RuntimeError(f"{where}: grad has dtype {np.dtype(d.dtype)} but the parameter "
+        if dtype != p.dtype:
+            raise RuntimeError(f"{where}: grad has dtype {dtype} but the parameter "
                                f"has dtype {p.dtype}")
-        g_device = cu.device_of(d)
+        g_device = cu.device_of_address(addr)
         if g_device != self.device:
             raise RuntimeError(_same_device_message(where, f"cuda:{g_device}", p.device))
         if not p.flags.writeable:
             raise ValueError(read_only_message(where))
-        c_order = p.flags.c_contiguous if p.ndim > 1 and p.size > 1 else True
-        laid_out = d.is_c_contiguous() if c_order else d.is_f_contiguous()
-        if not laid_out and not (p.ndim <= 1 or p.size <= 1) or not (
-                d.is_c_contiguous() or d.is_f_contiguous()):
+        # element k of the gradient's memory must be element k of the parameter's
+        c_order = p.flags.c_contiguous or p.ndim <= 1 or p.size <= 1
+        if not (c_contiguous if c_order else f_contiguous):
             raise ValueError(f"{where}: the gradient of a CUDA parameter must be contiguous in "
                              f"the parameter's memory order ({'C' if c_order else 'F'}); "
                              "pass a contiguous copy")
-        addr = cu.device_address(d)
         start, nbytes = self._extent[i]
-        if addr < start + nbytes and start < addr + p.nbytes and addr != start:
+        if addr < start + nbytes and start < addr + nbytes and addr != start:
             raise RuntimeError(OVERLAP_MESSAGE)
         return g, addr
 

@@ -232,20 +232,69 @@ def device_address(d) -> int:
     return d.__cuda_array_interface__["data"][0]
 
 
-def device_of(d) -> int:
-    """The ordinal of the GPU holding device array ``d``'s memory."""
+def describe(obj) -> tuple:
+    """``(shape, dtype, address, c_contiguous, f_contiguous)`` of a GPU array,
+    read from its ``__cuda_array_interface__`` without building a view (a
+    gradient is checked at every step it is a new array)."""
+    try:
+        iface = obj.__cuda_array_interface__
+    except AttributeError:      # the simulator's arrays, a DeviceParameter
+        d = as_device_array(obj)
+        return (tuple(d.shape), np.dtype(d.dtype), device_address(d), d.is_c_contiguous(),
+                d.is_f_contiguous())
+    shape = tuple(iface["shape"])
+    dtype = np.dtype(iface["typestr"])
+    strides = iface.get("strides")
+    if strides is None:
+        return shape, dtype, iface["data"][0], True, len(shape) <= 1 or max(shape) == np.prod(shape)
+    c = f = True
+    step = dtype.itemsize
+    for n, st in zip(reversed(shape), reversed(strides)):
+        if n != 1 and st != step:
+            c = False
+        step *= n
+    step = dtype.itemsize
+    for n, st in zip(shape, strides):
+        if n != 1 and st != step:
+            f = False
+        step *= n
+    if 0 in shape:
+        c = f = True
+    return shape, dtype, iface["data"][0], c, f
+
+
+_GPU_COUNT = None
+
+
+def device_of_address(addr: int) -> int:
+    """The ordinal of the GPU holding device address ``addr`` (0 where there
+    is one GPU, without asking the driver)."""
+    global _GPU_COUNT
     if SIMULATED:
         return 0
+    if _GPU_COUNT is None:
+        _GPU_COUNT = len(cuda.gpus)
+    if _GPU_COUNT == 1:
+        return 0
+    return _pointer_device(addr)
+
+
+def _pointer_device(addr: int) -> int:
     try:
         from cuda.bindings import driver as cu
 
         err, ordinal = cu.cuPointerGetAttribute(
-            cu.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, device_address(d))
+            cu.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, addr)
         if int(err) == 0:
             return int(ordinal)
     except Exception:       # older bindings: the current device
         pass
     return cuda.get_current_device().id
+
+
+def device_of(d) -> int:
+    """The ordinal of the GPU holding device array ``d``'s memory."""
+    return device_of_address(0 if SIMULATED else device_address(d))
 
 
 def _fill_loop(a, value):

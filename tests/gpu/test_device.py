@@ -316,3 +316,23 @@ def test_averaged_model_refuses_device_parameters():
     w = nbopt.Parameter(cuda.to_device(np.ones(4, np.float32)))
     with pytest.raises(NotImplementedError, match="AveragedModel does not support CUDA"):
         nbopt.swa_utils.AveragedModel(Model([w]))
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
+                    reason="builds a __cuda_array_interface__ over host memory (simulator only)")
+@pytest.mark.parametrize("make", [lambda a: a, lambda a: a.T, lambda a: a[:, ::2],
+                                  lambda a: a[:1], lambda a: a[:, :1], lambda a: a.reshape(-1),
+                                  lambda a: np.asfortranarray(a)])
+def test_describe_reads_the_interface_like_numpy(make):
+    from nbopt.kernels._cuda import describe
+
+    host = make(np.arange(12, dtype=np.float32).reshape(3, 4))
+
+    class Foreign:
+        __cuda_array_interface__ = dict(
+            shape=host.shape, typestr="<f4", data=(host.ctypes.data, False), version=3,
+            strides=None if host.flags.c_contiguous else host.strides)
+
+    shape, dtype, addr, c, f = describe(Foreign())
+    assert (shape, dtype, addr) == (host.shape, host.dtype, host.ctypes.data)
+    assert (c, f) == (host.flags.c_contiguous, host.flags.f_contiguous)
