@@ -94,14 +94,17 @@ def test_the_gpu_script_runs_under_the_simulator():
 
 
 @requires_numba_cuda
-def test_device_parameters_through_the_optimizer_api_under_the_simulator():
-    """tests/gpu/test_device.py in its own process with the simulator on: every
-    row of the parity table on device parameters equals the CPU path bit for
-    bit; checkpoints, mixed devices, state edits, schedulers and errors."""
+@pytest.mark.parametrize("module", sorted(f for f in os.listdir(os.path.join(HERE, "gpu"))
+                                          if f.startswith("test_") and f.endswith(".py")))
+def test_device_parameters_through_the_api_under_the_simulator(module):
+    """Each tests/gpu/test_*.py in its own process with the simulator on
+    (test_device.py: every row of the parity table on device parameters equals
+    the CPU path bit for bit; checkpoints, mixed devices, state edits,
+    schedulers and errors)."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NBOPT_CUDA_THREADS="8",
                NBOPT_CUDA_CHUNK_SIZE="16", PYTHONPATH=os.path.dirname(HERE))
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "-p", "no:xdist", os.path.join(HERE, "gpu", "test_device.py")],
+                          "-p", "no:xdist", os.path.join(HERE, "gpu", module)],
                          capture_output=True, text=True, timeout=900, env=env,
                          cwd=os.path.dirname(HERE))
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
