@@ -246,6 +246,13 @@ class DeviceParameter:
         return (f"DeviceParameter(shape={self.shape}, dtype={self.dtype}, "
                 f"device='{self.device}')")
 
+    def __deepcopy__(self, memo):
+        # a copy on the same device, as torch's deepcopy of a CUDA parameter
+        # (AveragedModel copies its model so)
+        copy = DeviceParameter(_cuda().copy_array(self.data), requires_grad=self.requires_grad)
+        memo[id(self)] = copy
+        return copy
+
     def __reduce__(self):
         raise TypeError("a DeviceParameter cannot be pickled: save its values with "
                         "nbopt.save({'w': w.copy_to_host()}, path)")

@@ -56,6 +56,7 @@ import numpy as np
 
 from .lr_scheduler import LRScheduler, _format_param, _warn_get_lr_called_within_step
 from .nn import Module, _BatchNorm, _check_device, _torch_dtype_name
+from .parameter import is_device_array
 
 # The dtypes nbopt.kernels.averaging compiles for (a test checks they agree).
 # That module imports Numba, so it is loaded at the first average: `import
@@ -166,7 +167,15 @@ def _check_into(out_shape, a_shape, b_shape) -> None:
 
 
 def _copy_into(dst: np.ndarray, src) -> None:
-    """``dst.copy_(src)``: broadcast, cast (truncating floats to integers)."""
+    """``dst.copy_(src)``: broadcast, cast (truncating floats to integers);
+    across devices for GPU arrays."""
+    if is_device_array(dst) or is_device_array(src):
+        from .kernels import _cuda
+
+        if is_device_array(dst):
+            _cuda.copy_into(dst, src)
+            return
+        src = _cuda.to_host(src)
     src = np.asarray(src)
     if src.shape != dst.shape:
         _check_into(dst.shape, dst.shape, src.shape)
@@ -219,10 +228,21 @@ def _by_dtype(avg_list, cur_list):
     return list(groups.values())
 
 
+def _as_array(a):
+    """An ndarray as it is (Parameters included: the kernel's pointer table is
+    cached on the identity of the arrays); a GPU array as a numba device array
+    (a DeviceParameter's own ``data``, so the identity holds there too)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if is_device_array(a):
+        from .kernels._cuda import as_device_array
+
+        return as_device_array(a)
+    return np.asarray(a)
+
+
 def _as_arrays(arrays) -> list:
-    # ndarrays (Parameters included) pass as they are: the kernel's pointer
-    # table is cached on the identity of the arrays
-    return [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
+    return [_as_array(a) for a in arrays]
 
 
 # --------------------------------------------------------------------------
@@ -542,11 +562,6 @@ class AveragedModel(Module):
         if avg_fn is not None and multi_avg_fn is not None:
             raise AssertionError("Only one of avg_fn and multi_avg_fn should be provided")
         _check_device(device)
-        for p in model.parameters():
-            if getattr(p, "device_index", None) is not None:
-                raise NotImplementedError(
-                    "AveragedModel does not support CUDA parameters yet: nbopt averages "
-                    "host arrays only")
         self.module = deepcopy(model)
         self.register_buffer("n_averaged", np.zeros((), np.int64))
         self.avg_fn = avg_fn
@@ -577,8 +592,7 @@ class AveragedModel(Module):
             mine = self.parameters()
             theirs = model.parameters()
         # non-strict, as torch's zip: extra arrays on either side are ignored
-        return [(a, c if isinstance(c, np.ndarray) else np.asarray(c))
-                for a, c in zip(mine, theirs)]
+        return [(_as_array(a), _as_array(c)) for a, c in zip(mine, theirs)]
 
     def update_parameters(self, model) -> None:
         """Fold ``model``'s current values into the average (see Notes)."""
@@ -590,8 +604,7 @@ class AveragedModel(Module):
             if len(mine) != len(theirs):
                 raise ValueError(_ZIP_MESSAGE.format(
                     "shorter" if len(theirs) < len(mine) else "longer"))
-            buffer_pairs = [(a, c if isinstance(c, np.ndarray) else np.asarray(c))
-                            for a, c in zip(mine, theirs)]
+            buffer_pairs = [(_as_array(a), _as_array(c)) for a, c in zip(mine, theirs)]
         n = int(self.n_averaged)
         # Every check before any write: torch would stop half way through.
         if n == 0:

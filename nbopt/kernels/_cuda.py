@@ -179,7 +179,8 @@ def compile_kernel(loop, elements):
                 fn._nbopt_cuda_jitable = True
     # the names the loop reads, bound in its module only now, so that
     # importing a kernels module does not import numba.cuda
-    loop.__globals__.update(cuda=cuda, device_chunk=device_chunk)
+    loop.__globals__.update(cuda=cuda, device_chunk=device_chunk, device_ptr=device_ptr,
+                            device_carray=device_carray)
     return cuda.jit(loop)
 
 
@@ -335,6 +336,33 @@ def zero(obj) -> None:
         order = "C" if d.is_c_contiguous() else "F"
         flat = d.reshape(d.size, order=order)
         fill(flat.view(np.finfo(flat.dtype).dtype) if flat.dtype.kind == "c" else flat, 0)
+
+
+def copy_into(dst, src) -> None:
+    """``dst.copy_(src)`` for a contiguous GPU array ``dst`` and a host or GPU
+    ``src`` of its shape (cast to its dtype)."""
+    d = as_device_array(dst)
+    order = "C" if d.is_c_contiguous() else "F"
+    shape = tuple(np.shape(src)) if isinstance(src, np.ndarray) else describe(src)[0]
+    if shape != tuple(d.shape):
+        raise RuntimeError(f"copying into a CUDA array of shape {tuple(d.shape)}: the source "
+                           f"must have that shape, got {shape}")
+    if d.size == 0:
+        return
+    flat = d.reshape(d.size, order=order)
+    cplx = flat.dtype.kind == "c"
+    store(flat.view(np.finfo(flat.dtype).dtype) if cplx else flat, src, order, cplx)
+
+
+def copy_array(d):
+    """A new device array holding a copy of contiguous device array ``d``
+    (same shape, dtype and memory order)."""
+    d = as_device_array(d)
+    order = "C" if d.is_c_contiguous() else "F"
+    out = cuda.device_array(d.shape, d.dtype, order=order)
+    if d.size:
+        out.copy_to_device(d)
+    return out
 
 
 def to_host(d) -> np.ndarray:

@@ -39,10 +39,11 @@ from __future__ import annotations
 import operator
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .. import config
-from ._common import chunk_views, cpu_kernels, lerp
+from ..parameter import is_device_array
+from ._common import chunk_views, cpu_kernels, cuda_kernel, lerp
 
 __all__ = ["swa_cpu", "lerp_cpu", "average_", "KINDS", "DTYPES"]
 
@@ -51,45 +52,94 @@ KINDS = ("swa", "lerp")
 DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 
 
+cuda = device_ptr = device_carray = None   # bound when a CUDA kernel compiles (cuda_kernel)
+
+
+def swa_update(a, c, np1, recip, cplx):
+    """One element of the ``swa`` update; ``recip`` is ``1 / np1`` in the
+    dtype (complex arrays multiply by it, as c10's complex division does)."""
+    if cplx:
+        return a + (c - a) * recip
+    return a + (c - a) / np1
+
+
+def lerp_update(a, c, w, omw, cplx, small):
+    """One element of the ``lerp`` update: ``omw`` is ``1 - w`` and ``small``
+    ``|w| < 0.5``, both from the host, so that no Python literal enters a
+    float32 loop."""
+    if cplx:
+        if small:
+            return a + w * (c - a)
+        return c - (c - a) * omw
+    return lerp(a, c, w)
+
+
+_swa_element = njit(error_model="numpy")(swa_update)
+_lerp_element = njit(error_model="numpy")(lerp_update)
+
+
 def swa_segments(segments, chunks, scalars, cplx):
     for c in prange(chunks.shape[0]):
         s, avg, cur, lo, hi = chunk_views(segments, chunks, c, scalars, 2)
+        np1, recip = scalars[0], scalars[1]
         # One loop per branch: a branch inside the loop blocks vectorisation.
         if cplx:
-            recip = scalars[1]
             for i in range(hi - lo):
-                a = avg[i]
-                avg[i] = a + (cur[i] - a) * recip
+                avg[i] = _swa_element(avg[i], cur[i], np1, recip, True)
         else:
-            np1 = scalars[0]
             for i in range(hi - lo):
-                a = avg[i]
-                avg[i] = a + (cur[i] - a) / np1
+                avg[i] = _swa_element(avg[i], cur[i], np1, recip, False)
 
 
 def lerp_segments(segments, chunks, scalars, cplx, small):
     for c in prange(chunks.shape[0]):
         s, avg, cur, lo, hi = chunk_views(segments, chunks, c, scalars, 2)
-        w = scalars[0]
+        w, omw = scalars[0], scalars[1]
         if cplx:
-            # |w| < 0.5 (``small``) and 1 - w come from the host, so that no
-            # Python literal enters the loop.
-            omw = scalars[1]
             if small:
                 for i in range(hi - lo):
-                    a = avg[i]
-                    avg[i] = a + w * (cur[i] - a)
+                    avg[i] = _lerp_element(avg[i], cur[i], w, omw, True, True)
             else:
                 for i in range(hi - lo):
-                    b = cur[i]
-                    avg[i] = b - (b - avg[i]) * omw
+                    avg[i] = _lerp_element(avg[i], cur[i], w, omw, True, False)
         else:
             for i in range(hi - lo):
-                avg[i] = lerp(avg[i], cur[i], w)
+                avg[i] = _lerp_element(avg[i], cur[i], w, omw, False, False)
 
 
 swa_cpu = cpu_kernels(swa_segments)
 lerp_cpu = cpu_kernels(lerp_segments)
+
+
+def _cuda_pairs(segments, chunks, c, scalars):
+    """Chunk ``c``'s averaged and current arrays (device segment table:
+    ``avg`` address, ``cur`` address, element count)."""
+    s = chunks[c, 0]
+    n = segments[s, 2]
+    avg = device_carray(device_ptr(segments[s, 0], scalars), n)
+    cur = device_carray(device_ptr(segments[s, 1], scalars), n)
+    return avg, cur
+
+
+def swa_cuda_segments(segments, chunks, scalars, cplx):
+    # the CPU loop's body as a grid-stride kernel (see nbopt.kernels._cuda)
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        avg, cur = _cuda_pairs(segments, chunks, c, scalars)
+        np1, recip = scalars[0], scalars[1]
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            avg[i] = swa_update(avg[i], cur[i], np1, recip, cplx)
+
+
+def lerp_cuda_segments(segments, chunks, scalars, cplx, small):
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        avg, cur = _cuda_pairs(segments, chunks, c, scalars)
+        w, omw = scalars[0], scalars[1]
+        for i in range(chunks[c, 1] + cuda.threadIdx.x, chunks[c, 2], cuda.blockDim.x):
+            avg[i] = lerp_update(avg[i], cur[i], w, omw, cplx, small)
+
+
+swa_cuda = cuda_kernel(swa_cuda_segments, swa_update, _cuda_pairs)
+lerp_cuda = cuda_kernel(lerp_cuda_segments, lerp_update, _cuda_pairs)
 
 _KERNELS = {"swa": swa_cpu, "lerp": lerp_cpu}
 
@@ -237,6 +287,66 @@ class _Table:
             avg[...] = stand_in
 
 
+class _DeviceTable:
+    """:class:`_Table` for GPU arrays (:class:`nbopt.DeviceParameter` and any
+    ``__cuda_array_interface__`` array on one device): the segment and chunk
+    tables uploaded once, one CUDA launch per call.  Every ``cur`` must have
+    its ``avg``'s shape, dtype and memory order (no stand-in copies on the
+    device)."""
+
+    __slots__ = ("avg_list", "cur_list", "cplx", "real", "d_seg", "d_chunks", "d_scalars",
+                 "shape", "n_seg")
+    reusable = True
+
+    def __init__(self, avg_list, cur_list):
+        from . import _cuda as cu
+        from numba import cuda as numba_cuda
+
+        self.avg_list, self.cur_list = list(avg_list), list(cur_list)
+        dtype = np.dtype(self.avg_list[0].dtype)
+        self.cplx = dtype.kind == "c"
+        self.real = np.empty(0, dtype).real.dtype
+        width = 2 if self.cplx else 1
+        rows = []
+        for k, (avg, cur) in enumerate(zip(self.avg_list, self.cur_list)):
+            a_shape, a_dtype, a_addr, a_c, a_f = cu.describe(avg)
+            c_shape, c_dtype, c_addr, c_c, c_f = cu.describe(cur)
+            size = int(np.prod(a_shape)) if a_shape else 1
+            order_ok = (c_c if a_c else c_f) or size <= 1
+            if (not (a_c or a_f) or c_shape != a_shape or c_dtype != a_dtype or not order_ok
+                    or cu.device_of_address(a_addr) != cu.device_of_address(c_addr)):
+                raise RuntimeError(
+                    f"averaging CUDA arrays: pair {k} must be two contiguous arrays on one "
+                    f"device with the same shape, dtype and memory order, got {a_shape} "
+                    f"{a_dtype} and {c_shape} {c_dtype}")
+            if size:
+                rows.append((a_addr, c_addr, size * width))
+        seg = np.array(rows, np.int64).reshape(-1, 3)
+        self.n_seg = len(seg)
+        if self.n_seg:
+            chunks = _chunks(seg[:, 2], config.CUDA_CHUNK_SIZE)
+            self.d_seg, self.d_chunks = numba_cuda.to_device(seg), numba_cuda.to_device(chunks)
+            self.d_scalars = numba_cuda.device_array(2, self.real)
+            self.shape = cu.launch_shape(len(chunks))
+
+    def matches(self, avg_list, cur_list) -> bool:
+        return (len(avg_list) == len(self.avg_list) and len(cur_list) == len(self.cur_list)
+                and all(map(operator.is_, avg_list, self.avg_list))
+                and all(map(operator.is_, cur_list, self.cur_list)))
+
+    def run(self, kind: str, value: float) -> None:
+        if not self.n_seg:
+            return
+        scalars = _scalars(kind, value, self.real)
+        self.d_scalars.copy_to_device(scalars)
+        blocks, threads = self.shape
+        if kind == "swa":
+            swa_cuda(blocks, threads, self.d_seg, self.d_chunks, self.d_scalars, self.cplx)
+        else:
+            lerp_cuda(blocks, threads, self.d_seg, self.d_chunks, self.d_scalars, self.cplx,
+                      bool(abs(scalars[0]) < 0.5))
+
+
 def average_(kind: str, avg_list, cur_list, value: float, cache: dict | None = None) -> None:
     """Update every ``avg_list[k]`` in place towards ``cur_list[k]``.
 
@@ -259,6 +369,9 @@ def average_(kind: str, avg_list, cur_list, value: float, cache: dict | None = N
 
     Notes
     -----
+    GPU arrays (``avg_list`` of :class:`nbopt.DeviceParameter` or any
+    ``__cuda_array_interface__`` arrays) are averaged on their device by the
+    same element functions compiled as CUDA kernels, one launch per call.
     Arrays that the kernel cannot reach through a plain data pointer (a
     non-contiguous ``avg``, a ``cur`` in another memory order or broadcast)
     go through contiguous copies; the common case copies nothing.
@@ -267,13 +380,17 @@ def average_(kind: str, avg_list, cur_list, value: float, cache: dict | None = N
         raise ValueError(f"unknown averaging kind {kind!r}; expected one of {KINDS}")
     if not len(avg_list):
         return
-    key = avg_list[0].dtype
+    key = np.dtype(avg_list[0].dtype)
     if key not in DTYPES:
         raise TypeError(f"the averaging kernels take {sorted(str(d) for d in DTYPES)} arrays, "
                         f"got {key}")
+    kind_of_table = _Table
+    if is_device_array(avg_list[0]):
+        kind_of_table = _DeviceTable
+        key = (key, "cuda")
     table = cache.get(key) if cache is not None else None
     if table is None or not table.matches(avg_list, cur_list):
-        table = _Table(avg_list, cur_list)
+        table = kind_of_table(avg_list, cur_list)
         if cache is not None:
             if table.reusable:
                 cache[key] = table

@@ -305,19 +305,6 @@ def test_device_arena_is_one_segment_and_equals_the_cpu_arena(dtype):
     np.testing.assert_array_equal(dev.grad.copy_to_host(), 0)
 
 
-def test_averaged_model_refuses_device_parameters():
-    class Model:
-        def __init__(self, params):
-            self._params = params
-
-        def parameters(self):
-            return iter(self._params)
-
-    w = nbopt.Parameter(cuda.to_device(np.ones(4, np.float32)))
-    with pytest.raises(NotImplementedError, match="AveragedModel does not support CUDA"):
-        nbopt.swa_utils.AveragedModel(Model([w]))
-
-
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
                     reason="builds a __cuda_array_interface__ over host memory (simulator only)")
 @pytest.mark.parametrize("make", [lambda a: a, lambda a: a.T, lambda a: a[:, ::2],
@@ -336,3 +323,55 @@ def test_describe_reads_the_interface_like_numpy(make):
     shape, dtype, addr, c, f = describe(Foreign())
     assert (shape, dtype, addr) == (host.shape, host.dtype, host.ctypes.data)
     assert (c, f) == (host.flags.c_contiguous, host.flags.f_contiguous)
+
+
+class _Model:
+    """The swa_utils model protocol over given parameters (and host buffers)."""
+
+    def __init__(self, params, buffers=()):
+        self._params, self._buffers = list(params), list(buffers)
+        self.training = True
+
+    def parameters(self):
+        return iter(self._params)
+
+    def buffers(self):
+        return iter(self._buffers)
+
+    def modules(self):
+        return iter([self])
+
+    def train(self, mode=True):
+        self.training = mode
+        return self
+
+
+@pytest.mark.parametrize("how", ["default", "swa_multi", "ema", "avg_fn"])
+@pytest.mark.parametrize("dtype", ["float32", "complex128"])
+def test_averaged_model_averages_on_the_device_as_on_the_cpu(how, dtype):
+    from nbopt.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_multi_avg_fn
+
+    rng = np.random.default_rng(4)
+    hosts = [_values(rng, s, dtype) for s in [(3, 4), (5,)]]
+    dev = _Model([nbopt.Parameter(cuda.to_device(h)) for h in hosts])
+    cpu = _Model([nbopt.Parameter(h.copy()) for h in hosts])
+    options = {"default": {}, "swa_multi": {"multi_avg_fn": get_swa_multi_avg_fn()},
+               "ema": {"multi_avg_fn": get_ema_multi_avg_fn(0.9)}}.get(how)
+    if options is None:
+        # a custom avg_fn: on the device it receives numba device arrays
+        def avg_fn(avg, cur, n):
+            a, c = _host(avg), _host(cur)
+            return a + (c - a) / (int(n) + 1)
+        options = {"avg_fn": avg_fn}
+    averaged = [AveragedModel(m, **options) for m in (dev, cpu)]
+    first = next(averaged[0].module.parameters())
+    assert isinstance(first, nbopt.DeviceParameter) and first is not dev._params[0]
+    for _ in range(4):
+        for d, c in zip(dev._params, cpu._params):
+            new = _values(rng, c.shape, dtype)
+            c[...] = new
+            d.data.copy_to_device(new)
+        for a, m in zip(averaged, (dev, cpu)):
+            a.update_parameters(m)
+    for d, c in zip(averaged[0].module.parameters(), averaged[1].module.parameters()):
+        assert ulps(_real(d.copy_to_host()), _real(np.asarray(c))) == 0
