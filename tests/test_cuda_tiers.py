@@ -12,6 +12,7 @@ switched on before numba is imported.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -69,6 +70,47 @@ def test_cuda_kernel_compiles_to_ptx_without_float64_in_float32_or_contraction(n
     assert out.returncode == 0, out.stdout + out.stderr
     assert "float32" in out.stdout and "float64 in a float32 kernel" not in out.stdout
     assert "fusable mul/add: 0" in out.stdout and "ptxas may fuse" not in out.stdout
+
+
+@requires_numba_cuda
+def test_averaging_and_fill_kernels_compile_to_ptx_without_float64_in_float32():
+    out = _run("ptx_check.py", "--helpers")
+    if out.returncode == 2:
+        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("swa", "lerp", "fill"):
+        assert re.search(rf"^{name} +float32 .*float64 instructions: 0, fusable mul/add: 0$",
+                         out.stdout, re.M), out.stdout
+
+
+_FOREIGN = ("import numpy as np, nbopt\n"
+            "class Foreign:\n"
+            "    __cuda_array_interface__ = dict(shape=(3,), typestr='<f4', strides=None,\n"
+            "                                    data=(1 << 20, False), version=3)\n"
+            "try:\n"
+            "    nbopt.Parameter(Foreign())\n"
+            "except RuntimeError as e:\n"
+            "    print(e)\n")
+
+
+@requires_numba_cuda
+def test_a_device_array_without_a_gpu_is_a_clear_error():
+    code = ("from numba import cuda\n"
+            "if cuda.is_available():\n"
+            "    raise SystemExit('has a GPU')\n" + _FOREIGN)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="0"))
+    if "has a GPU" in out.stderr:
+        pytest.skip("this machine has a GPU")
+    assert "no CUDA GPU is available" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_device_array_without_numba_cuda_is_a_clear_error():
+    code = "import sys\nsys.modules['numba.cuda'] = None\n" + _FOREIGN
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert "CUDA support is not installed: pip install 'nbopt[cuda]'" in out.stdout, \
+        out.stdout + out.stderr
 
 
 def test_cpu_use_never_imports_numba_cuda():

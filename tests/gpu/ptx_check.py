@@ -5,6 +5,7 @@ rather than ``mul.rn.f32``), which ptxas could fuse where the CPU path
 rounds twice.  Needs NVVM (``pip install "numba-cuda[cu13]"``):
 
     python tests/gpu/ptx_check.py [ClassName ...]
+    python tests/gpu/ptx_check.py --helpers     (SWA averaging and fill kernels)
 
 Exits 1 on either, 2 if NVVM is missing.
 """
@@ -27,7 +28,7 @@ FLOAT64 = re.compile(r"\.f64\b")
 CONTRACTIBLE = re.compile(r"^\s*(mul|add|sub)\.f(32|64)\b")
 
 
-def compile_ptx(spec, args):
+def compile_ptx(kernel, args):
     from numba import cuda
     from numba.cuda import dispatcher
     from numba.cuda.typing.typeof import typeof
@@ -37,10 +38,11 @@ def compile_ptx(spec, args):
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
     from nbopt.kernels._cuda import no_contraction
 
-    kernel = spec.cuda.get()
+    if hasattr(kernel, "get"):      # a CudaKernel (compiled lazily)
+        kernel = kernel.get().py_func
     signature = tuple(typeof(a) for a in args)
     with no_contraction():
-        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=CC)
+        ptx, _ = cuda.compile_ptx(kernel, signature, cc=CC)
     return ptx
 
 
@@ -51,6 +53,8 @@ def main(names) -> int:
     except Exception as exc:  # noqa: BLE001
         print(f"NVVM is not available ({exc}): pip install 'numba-cuda[cu13]'")
         return 2
+    if names == ["--helpers"]:
+        return helpers()
     bad = 0
     seen = set()
     for cls, options, dtype in selected(names):
@@ -59,16 +63,39 @@ def main(names) -> int:
         if (spec.name, dtype) in seen:
             continue            # the kernel takes the options at run time
         seen.add((spec.name, dtype))
-        ptx = compile_ptx(spec, (seg, chunks, scalars, *state, *flags))
-        lines = ptx.splitlines()
-        f64 = [line.strip() for line in lines if FLOAT64.search(line)]
-        fusable = [line.strip() for line in lines if CONTRACTIBLE.search(line)]
-        wrong = dtype == np.float32 and bool(f64)
-        bad += wrong + bool(fusable)
-        print(f"{spec.name:8s} {dtype.__name__:7s} {len(lines):5d} PTX lines, "
-              f"float64 instructions: {len(f64)}, fusable mul/add: {len(fusable)}"
-              + ("  <- float64 in a float32 kernel: " + "; ".join(f64[:3]) if wrong else "")
-              + ("  <- ptxas may fuse: " + "; ".join(fusable[:3]) if fusable else ""))
+        ptx = compile_ptx(spec.cuda, (seg, chunks, scalars, *state, *flags))
+        bad += report(spec.name, dtype, ptx)
+    return 1 if bad else 0
+
+
+def report(name, dtype, ptx) -> int:
+    """Print one kernel's PTX verdict; 1 if it fails."""
+    lines = ptx.splitlines()
+    f64 = [line.strip() for line in lines if FLOAT64.search(line)]
+    fusable = [line.strip() for line in lines if CONTRACTIBLE.search(line)]
+    wrong = dtype == np.float32 and bool(f64)
+    print(f"{name:8s} {dtype.__name__:7s} {len(lines):5d} PTX lines, "
+          f"float64 instructions: {len(f64)}, fusable mul/add: {len(fusable)}"
+          + ("  <- float64 in a float32 kernel: " + "; ".join(f64[:3]) if wrong else "")
+          + ("  <- ptxas may fuse: " + "; ".join(fusable[:3]) if fusable else ""))
+    return int(wrong or bool(fusable))
+
+
+def helpers() -> int:
+    """The SWA averaging kernels (both kinds, real and complex layouts) and
+    the state fill kernel."""
+    from nbopt.kernels import _cuda, averaging
+
+    bad = 0
+    table = np.zeros((1, 3), np.int64)
+    for dtype in (np.float32, np.float64):
+        scalars = np.zeros(2, dtype)
+        bad += report("swa", dtype, compile_ptx(averaging.swa_cuda,
+                                                (table, table, scalars, True)))
+        bad += report("lerp", dtype, compile_ptx(averaging.lerp_cuda,
+                                                 (table, table, scalars, True, True)))
+        bad += report("fill", dtype, compile_ptx(_cuda._fill_loop,
+                                                 (np.zeros(1, dtype), dtype(0))))
     return 1 if bad else 0
 
 
