@@ -375,3 +375,26 @@ def test_averaged_model_averages_on_the_device_as_on_the_cpu(how, dtype):
             a.update_parameters(m)
     for d, c in zip(averaged[0].module.parameters(), averaged[1].module.parameters()):
         assert ulps(_real(d.copy_to_host()), _real(np.asarray(c))) == 0
+
+
+def test_one_launch_per_group_device_and_dtype(monkeypatch):
+    from nbopt.kernels._common import CudaKernel
+
+    launches = []
+    original = CudaKernel.__call__
+
+    def counting(self, blocks, threads, *args):
+        launches.append(self.loop.__name__)
+        return original(self, blocks, threads, *args)
+
+    monkeypatch.setattr(CudaKernel, "__call__", counting)
+    rng = np.random.default_rng(5)
+    f32 = [nbopt.Parameter(cuda.to_device(_values(rng, (7,), "float32"))) for _ in range(40)]
+    f64 = [nbopt.Parameter(cuda.to_device(_values(rng, (3,), "float64"))) for _ in range(5)]
+    opt = nbopt.Adam(f32 + f64, lr=0.01)
+    for _ in range(3):
+        for p in f32 + f64:
+            p.grad = cuda.to_device(_values(rng, p.shape, p.dtype))
+        launches.clear()
+        opt.step()
+        assert launches == ["adam_cuda_segments"] * 2      # 45 arrays, two dtypes
