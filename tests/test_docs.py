@@ -12,7 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # every API module carries a runnable example in its docstrings
 DOCSTRING_MODULES = ["nbopt.parameter", "nbopt.checkpoint", "nbopt.lr_scheduler", "nbopt.nn",
-                     "nbopt.swa_utils", "nbopt.demo"] + sorted(
+                     "nbopt.swa_utils", "nbopt.demo", "nbopt.functional"] + sorted(
     f"nbopt.optim.{f[:-3]}" for f in os.listdir(os.path.join(ROOT, "nbopt", "optim"))
     if f.endswith(".py") and not f.startswith("_"))
 

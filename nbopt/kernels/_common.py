@@ -19,18 +19,24 @@ this module, clear the ``__pycache__`` folders of ``nbopt/kernels`` (or set
 """
 from __future__ import annotations
 
+import ctypes
+import sys
 import types as _pytypes
 from fractions import Fraction
+
+import llvmlite.binding as _llvm_binding
 
 import numpy as np
 from numba import carray, njit, types
 from llvmlite import ir
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, overload, register_jitable
 
 from .. import config
 
-__all__ = ["fma", "lerp", "addr_to_ptr", "chunk_views", "cpu_kernels", "cuda_kernel"]
+__all__ = ["fma", "lerp", "addr_to_ptr", "chunk_views", "cpu_kernels", "cuda_kernel", "power",
+           "real_flat", "cast_like", "next_step"]
 
 
 def fma(a, b, c):
@@ -270,9 +276,114 @@ def tensor_pow(x, e):
     return x ** e
 
 
+@register_jitable
 def bias_correction(beta: float, t: float) -> float:
     """``1 - beta ** t``: the Adam-family moment bias correction."""
-    return 1 - beta ** t
+    return 1 - power(beta, t)
+
+
+# --------------------------------------------------------------------------
+# Host maths that also runs inside njit code (nbopt.functional): the same
+# Python function is called by the class path and compiled into the
+# functional steps, so both compute every per-step scalar alike.
+
+def power(x, y):
+    """CPython's ``x ** y`` for floats (C's ``pow``).  Compiled, it calls the
+    same C ``pow``: Numba's own ``**`` lowers to LLVM's ``pow`` intrinsic,
+    which becomes ``sqrt`` for an exponent of 0.5 and differs from C's
+    ``pow`` in about 0.2 % of Adam's bias corrections (measured)."""
+    return x ** y
+
+
+# the C runtime's pow, under a name LLVM does not know (it would rewrite a
+# call to "pow" as it rewrites its intrinsic); registered at import, so that
+# kernels loaded from Numba's cache find it too
+_CRT = ctypes.cdll.ucrtbase if sys.platform == "win32" else ctypes.CDLL(None)
+_llvm_binding.add_symbol("nbopt_crt_pow", ctypes.cast(_CRT.pow, ctypes.c_void_p).value)
+
+
+@intrinsic
+def _crt_pow(typingctx, x, y):
+    if x != types.float64 or y != types.float64:
+        return None
+    sig = types.float64(types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType(), ir.DoubleType()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "nbopt_crt_pow")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@overload(power, target="cpu", inline="always")
+def _power_cpu(x, y):
+    if isinstance(x, (types.Float, types.Integer)) and isinstance(y, (types.Float, types.Integer)):
+        def impl(x, y):
+            return _crt_pow(float(x), float(y))
+        return impl
+
+
+def real_flat(a):
+    """A C-contiguous array as a flat view of its real coordinates (a complex
+    array through its real view, as the engine steps it)."""
+    flat = a.reshape(-1)
+    return flat.view(flat.real.dtype) if flat.dtype.kind == "c" else flat
+
+
+@overload(real_flat, target="cpu", inline="always")
+def _real_flat_cpu(a):
+    if not isinstance(a, types.Array):
+        raise TypingError(f"nbopt.functional steps NumPy arrays, got {a}")
+    if a.layout != "C":
+        raise TypingError("nbopt.functional steps C-contiguous arrays (updated in place "
+                          f"through a flat view), got a {a.layout!r}-layout array; pass "
+                          "np.ascontiguousarray(a), or a.T of an F-contiguous array")
+    if isinstance(a.dtype, types.Complex):
+        real = np.float32 if a.dtype.bitwidth == 64 else np.float64
+
+        def impl(a):
+            return a.reshape(-1).view(real)
+        return impl
+    if not isinstance(a.dtype, types.Float):
+        raise TypingError(f"nbopt.functional steps float and complex arrays, got {a.dtype}")
+
+    def impl(a):
+        return a.reshape(-1)
+    return impl
+
+
+def cast_like(x, a):
+    """Host scalar ``x`` (float64) rounded to the real dtype of array ``a``,
+    as the engine rounds a kernel's scalar row."""
+    return np.asarray(a).real.dtype.type(x)
+
+
+@overload(cast_like, target="cpu", inline="always")
+def _cast_like_cpu(x, a):
+    dtype = a.dtype
+    if isinstance(dtype, types.Complex):
+        real = np.float32 if dtype.bitwidth == 64 else np.float64
+    else:
+        real = np.float32 if dtype.bitwidth == 32 else np.float64
+
+    def impl(x, a):
+        return real(x)
+    return impl
+
+
+def next_step(step) -> float:
+    """Advance a float32 step counter (a 1-element array, torch's 0-d float32
+    ``step`` tensor) and return the new count as a double, as the engine
+    counts (exact below 2**24, float32 rounding above)."""
+    t = float(step[0]) + 1.0
+    if t > 16777216.0:
+        t = float(np.float32(t))
+    step[0] = t
+    return t
+
+
+next_step_jit = njit(inline="always", error_model="numpy")(next_step)
 
 
 def _all_equal(a):

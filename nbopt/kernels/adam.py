@@ -20,13 +20,16 @@ size of 1), ``fused=True`` reads every hyper-parameter as a double.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (bias_correction, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
-                      tensor_div, tensor_pow, tensor_value, to_scalar)
+from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel,
+                      fma, lerp, next_step_jit, power, real_flat, tensor_div, tensor_pow,
+                      tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -129,8 +132,16 @@ def adam_scalars(group, t, fresh, old, new):
         bc2_sqrt = tensor_pow(1 - tensor_pow(b2, t), 0.5)
         # lerp_'s weight is 1 - beta1 cast to the parameter dtype: exact in double
         return (wd, 1 - lr * wd, 1 - float(b1), b2, 1 - b2, -step_size, bc2_sqrt, eps)
+    return adam_host(lr, beta1, beta2, wd, eps, t)
+
+
+@register_jitable
+def adam_host(lr, beta1, beta2, wd, eps, t):
+    """The kernel's scalar row for float hyper-parameters at step ``t``,
+    computed in float64 as torch computes it (the class path and
+    :func:`adam_step` share it)."""
     step_size = lr / bias_correction(beta1, t)
-    bc2_sqrt = bias_correction(beta2, t) ** 0.5
+    bc2_sqrt = power(bias_correction(beta2, t), 0.5)
     return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, -step_size, bc2_sqrt, eps)
 
 
@@ -153,6 +164,74 @@ def _differentiable_scalars(lr, beta1, beta2, wd, eps, t):
 def adam_flags(group):
     return (bool(group["amsgrad"]), bool(group["maximize"]),
             bool(group["decoupled_weight_decay"]), to_scalar(group["weight_decay"]) != 0)
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python.
+
+class AdamState(NamedTuple):
+    """One parameter's Adam state for :func:`adam_step`: ``step`` is a
+    1-element float32 array (torch's 0-d float32 tensor), the moments are
+    shaped like the parameter; ``max_exp_avg_sq`` is empty unless amsgrad."""
+
+    step: np.ndarray
+    exp_avg: np.ndarray
+    exp_avg_sq: np.ndarray
+    max_exp_avg_sq: np.ndarray
+
+
+def _adam_init(param, amsgrad=False):
+    vmax = np.zeros_like(param) if amsgrad else np.zeros_like(param[:0])
+    return AdamState(np.zeros(1, np.float32), np.zeros_like(param), np.zeros_like(param), vmax)
+
+
+def _adam_step(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+               amsgrad=False, maximize=False, decoupled_weight_decay=False):
+    if grad.shape != param.shape or state.exp_avg.shape != param.shape \
+            or state.exp_avg_sq.shape != param.shape:
+        raise ValueError("adam_step: grad and state must have the parameter's shape")
+    if amsgrad and state.max_exp_avg_sq.shape != param.shape:
+        raise ValueError("adam_step: amsgrad needs max_exp_avg_sq (adam_init(param, True))")
+    t = next_step_jit(state.step)
+    row = adam_host(lr, beta1, beta2, weight_decay, eps, t)
+    wd, decay, w1, b2 = (cast_like(row[0], param), cast_like(row[1], param),
+                         cast_like(row[2], param), cast_like(row[3], param))
+    omb2, neg_step_size, bc2_sqrt, e = (cast_like(row[4], param), cast_like(row[5], param),
+                                        cast_like(row[6], param), cast_like(row[7], param))
+    wd_on = weight_decay != 0
+    p, g = real_flat(param), real_flat(grad)
+    m, v = real_flat(state.exp_avg), real_flat(state.exp_avg_sq)
+    # one loop per optional-state layout, as in adam_segments
+    if amsgrad:
+        vmax = real_flat(state.max_exp_avg_sq)
+        for i in range(p.shape[0]):
+            p[i], m[i], v[i], vmax[i] = _adam_element(
+                p[i], g[i], m[i], v[i], vmax[i], wd, decay, w1, b2, omb2, neg_step_size,
+                bc2_sqrt, e, True, maximize, decoupled_weight_decay, wd_on)
+    else:
+        for i in range(p.shape[0]):
+            p[i], m[i], v[i], _ = _adam_element(
+                p[i], g[i], m[i], v[i], v[i], wd, decay, w1, b2, omb2, neg_step_size,
+                bc2_sqrt, e, False, maximize, decoupled_weight_decay, wd_on)
+
+
+def _adamw_step(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=1e-2, amsgrad=False, maximize=False):
+    _adam_step_jit(param, grad, state, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
+                   True)
+
+
+adam_init = _jit(_adam_init)
+_adam_step_jit = adam_step = _jit(_adam_step)
+adam_step.__doc__ = r"""Step one parameter in place with Adam: ``nbopt.Adam``'s numbers
+(bit for bit) from inside ``@njit`` code or Python.
+
+``adam_step(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+weight_decay=0.0, amsgrad=False, maximize=False, decoupled_weight_decay=False)``;
+``state`` from :func:`adam_init` (``state.step`` counts the steps).  The
+update is the class's (see the module docstring); C-contiguous float32,
+float64 or complex arrays."""
+adamw_step = _jit(_adamw_step)
 
 
 SPEC = register(AlgorithmSpec(
