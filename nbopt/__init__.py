@@ -10,7 +10,7 @@ package compiles nothing: kernels are compiled (or loaded from Numba's disk
 cache) the first time an algorithm steps.
 """
 from .checkpoint import load, save
-from .config import get_num_threads, set_num_threads
+from .config import get_num_threads, set_flush_denormal, set_num_threads
 from .optim import (ASGD, LBFGS, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam,
                     RMSprop, Rprop, SparseAdam)
 from .optimizer import Optimizer
@@ -24,4 +24,4 @@ __all__ = ["Parameter", "DeviceParameter", "ParameterArena", "SparseGrad", "Opti
            "Adam", "AdamW",
            "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop",
            "SparseAdam", "LBFGS", "lr_scheduler", "nn", "swa_utils", "save", "load",
-           "set_num_threads", "get_num_threads"]
+           "set_num_threads", "get_num_threads", "set_flush_denormal"]

@@ -27,7 +27,7 @@ from fractions import Fraction
 import llvmlite.binding as _llvm_binding
 
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, njit, prange, types
 from llvmlite import ir
 from numba.core import cgutils
 from numba.core.errors import TypingError
@@ -384,6 +384,73 @@ def next_step(step) -> float:
 
 
 next_step_jit = njit(inline="always", error_model="numpy")(next_step)
+
+
+# --------------------------------------------------------------------------
+# Subnormals (nbopt.set_flush_denormal): MXCSR's FTZ (bit 15) and DAZ (bit 6)
+
+_X86 = __import__("platform").machine().lower() in ("x86_64", "amd64")
+_FTZ_DAZ = 0x8040
+
+
+@intrinsic
+def _mxcsr(typingctx, value, write):
+    """Read the calling thread's MXCSR, after writing ``value`` when ``write``."""
+    sig = types.uint32(types.uint32, types.boolean)
+
+    def codegen(context, builder, signature, args):
+        slot = cgutils.alloca_once(builder, ir.IntType(32))
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p])
+        store = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.stmxcsr")
+        load = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.ldmxcsr")
+        ptr = builder.bitcast(slot, i8p)
+        with builder.if_then(args[1]):
+            builder.store(args[0], slot)
+            builder.call(load, [ptr])
+        builder.call(store, [ptr])
+        return builder.load(slot)
+
+    return sig, codegen
+
+
+@register_jitable
+def _set_mxcsr_bits(on):
+    old = _mxcsr(np.uint32(0), False)
+    new = (old | np.uint32(_FTZ_DAZ)) if on else (old & ~np.uint32(_FTZ_DAZ))
+    return _mxcsr(np.uint32(new), True)
+
+
+def _set_on_pool(on, marks):
+    # every thread of the pool that runs an iteration sets its own bits;
+    # the caller repeats until each thread id has been marked
+    for i in prange(marks.shape[0] * 16):
+        _set_mxcsr_bits(on)
+        marks[_thread_id()] = 1
+
+
+def set_flush_denormal(on: bool) -> bool:
+    """See :func:`nbopt.set_flush_denormal`."""
+    global _set_mxcsr_jit, _set_on_pool_jit
+    if not _X86:
+        return False
+    import numba
+
+    if _set_on_pool_jit is None:
+        _set_mxcsr_jit = njit(_set_mxcsr_bits)
+        _set_on_pool_jit = njit(parallel=True)(_set_on_pool)
+    _set_mxcsr_jit(on)
+    if config.parallel_allowed():
+        marks = np.zeros(numba.config.NUMBA_NUM_THREADS, np.uint8)
+        for _ in range(100):
+            _set_on_pool_jit(on, marks)
+            if marks[:numba.get_num_threads()].all():
+                break
+    return True
+
+
+_set_mxcsr_jit = _set_on_pool_jit = None
+_thread_id = __import__("numba").get_thread_id
 
 
 def _all_equal(a):
