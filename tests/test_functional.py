@@ -163,3 +163,17 @@ def test_checkpoint_round_trip_through_nbopt_save(tmp_path):
     again = F.from_state_dict(F.AdamState, back["state"], back["w"])
     for a, b in zip(state, again):
         assert np.array_equal(a, b)
+
+
+def test_bench_functional_prints_a_row_per_size(tmp_path):
+    from nbopt.bench_functional import main
+
+    path = str(tmp_path / "rows.json")
+    assert main(["--sizes", "10,1000", "--no-torch", "--json", path]) == 0
+    import json
+
+    rows = json.load(open(path))
+    assert [r["n"] for r in rows] == [10, 1000]
+    for r in rows:
+        for key in ("functional", "hand-written", "opt.step()"):
+            assert 0 < r[key] < 1.0, (key, r)

@@ -339,17 +339,24 @@ def _real_flat_cpu(a):
         raise TypingError("nbopt.functional steps C-contiguous arrays (updated in place "
                           f"through a flat view), got a {a.layout!r}-layout array; pass "
                           "np.ascontiguousarray(a), or a.T of an F-contiguous array")
+    # a 1-D array is its own flat view (a reshape costs ~15 ns, measured)
     if isinstance(a.dtype, types.Complex):
         real = np.float32 if a.dtype.bitwidth == 64 else np.float64
-
-        def impl(a):
-            return a.reshape(-1).view(real)
+        if a.ndim == 1:
+            def impl(a):
+                return a.view(real)
+        else:
+            def impl(a):
+                return a.reshape(-1).view(real)
         return impl
     if not isinstance(a.dtype, types.Float):
         raise TypingError(f"nbopt.functional steps float and complex arrays, got {a.dtype}")
-
-    def impl(a):
-        return a.reshape(-1)
+    if a.ndim == 1:
+        def impl(a):
+            return a
+    else:
+        def impl(a):
+            return a.reshape(-1)
     return impl
 
 
