@@ -10,6 +10,8 @@ to its target ("NO*": out of reach, torch's fastest mode already runs within
 the target ratio of the floor).  The start-up lines time ``import nbopt``
 against ``import numba`` and an algorithm's first step in new processes, cold
 and with Numba's on-disk cache, split into Numba's own start-up and nbopt's.
+``--device cuda`` measures device parameters on a GPU the same way, against a
+CUDA floor kernel and torch's CUDA optimizers (:mod:`nbopt.bench_cuda`).
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ ALGORITHMS = {
 # "@newgrads": a new gradient array is assigned to every parameter before each
 # step (the README's loop), instead of gradients written in place.
 DEFAULT_SIZES = ["10M", "100x100k", "1000x1k@arena", "1000x1k", "1k", "10M@f64"]
+# --device cuda (nbopt/bench_cuda.py), which runs workload by workload: the
+# two with targets first, so that a run cut short still reports them
+DEFAULT_CUDA_SIZES = ["100M", "1000x100k", "10000x1k", "1000x100k@arena"]
 # torch's fused kernels exist for these; nbopt must be >= 1.0x them, and >= 3x
 # torch's fastest mode for every other algorithm
 FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
@@ -61,11 +66,13 @@ def torch_target(name: str) -> float:
     return 1.0 if name in FUSED else 3.0
 
 
-def torch_verdict(name: str, speedup: float, torch_over_floor: float) -> str:
+def torch_verdict(name: str, speedup: float, torch_over_floor: float,
+                  limit: float | None = None) -> str:
     """"ok", "NO", or "NO*" where the target is out of reach: nbopt cannot be
     k times faster than a torch mode that already runs within k times the
-    floor without beating the floor itself."""
-    limit = torch_target(name)
+    floor without beating the floor itself.  ``limit``: the target speedup
+    (default: the CPU target, :func:`torch_target`)."""
+    limit = torch_target(name) if limit is None else limit
     if speedup >= limit:
         return "ok"
     return "NO*" if torch_over_floor < limit else "NO"
@@ -104,6 +111,20 @@ def _stream_4(p, g, a, b, c):
 
 
 _STREAMS = {1: _stream_1, 2: _stream_2, 3: _stream_3, 4: _stream_4}
+
+
+def state_arrays(opt) -> int:
+    """How many per-element state arrays ``opt``'s first group keeps."""
+    from nbopt.registry import get
+
+    group = opt.param_groups[0]
+    return sum(s.wanted(group) for s in get(opt._algorithm).state)
+
+
+def bytes_per_element(n_state: int, dtype) -> int:
+    """Bytes a step moves per element: it reads the parameter, the gradient
+    and each state array and writes the parameter and each state array."""
+    return (2 * n_state + 3) * np.dtype(dtype).itemsize
 
 
 def parse_workload(text: str) -> tuple[int, int, bool, str | None, bool]:
@@ -190,7 +211,6 @@ def _with_new_grads(step, params, grad_sets):
 def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repeat: int,
               torch_modes: bool, arena: bool = False, new_grads: bool = False) -> dict:
     import nbopt
-    from nbopt.registry import get
 
     values, grads = _workload(count, each, dtype)
     if arena:
@@ -208,13 +228,12 @@ def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repea
     grad_sets = [grads, [g.copy() for g in grads]]
     fns = {"nbopt_s": _with_new_grads(opt.step, params, grad_sets) if new_grads else opt.step}
 
-    spec = get(opt._algorithm)
-    n_state = sum(s.wanted(opt.param_groups[0]) for s in spec.state)
+    n_state = state_arrays(opt)
     total = count * each
     flat = [np.ones(total, dtype) for _ in range(n_state + 2)]
     flat[1] *= 1e-9
     fns["floor_s"] = lambda: _STREAMS[n_state + 1](*flat)
-    row["bytes_per_element"] = (2 * n_state + 3) * np.dtype(dtype).itemsize
+    row["bytes_per_element"] = bytes_per_element(n_state, dtype)
 
     if torch_modes:
         import torch
@@ -303,24 +322,47 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
                         help="comma-separated class names (default: %(default)s)")
-    parser.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: device parameters on the current GPU against a CUDA "
+                             "floor kernel and torch's CUDA optimizers (needs numba-cuda; "
+                             "runs under NUMBA_ENABLE_CUDASIM=1 too, with meaningless "
+                             "timings) (default: %(default)s)")
+    parser.add_argument("--sizes",
                         help="comma-separated workloads: N or COUNTxN with k/M suffixes, "
                              "optionally @arena (one ParameterArena), @f64, and "
                              "@newgrads (new gradient arrays assigned before every step, "
-                             "reported without a target) (default: %(default)s)")
+                             f"reported without a target) (default: {','.join(DEFAULT_SIZES)}; "
+                             f"with --device cuda: {','.join(DEFAULT_CUDA_SIZES)})")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--repeat", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument("--repeat", type=int,
+                        help="timed rounds per measurement (default: 30, with --device cuda 20)")
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--skip-startup", action="store_true",
-                        help="skip the import-time and first-step compile measurements")
+                        help="skip the import-time and first-step compile measurements "
+                             "(CPU only: --device cuda never runs them)")
     args = parser.parse_args(argv)
 
     names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     unknown = [n for n in names if n not in ALGORITHMS]
     if unknown:
         parser.error(f"unknown algorithm(s) {unknown}; choose from {sorted(ALGORITHMS)}")
-    workloads = [parse_workload(s.strip()) for s in args.sizes.split(",") if s.strip()]
+    on_gpu = args.device == "cuda"
+    sizes = args.sizes or ",".join(DEFAULT_CUDA_SIZES if on_gpu else DEFAULT_SIZES)
+    workloads = [parse_workload(s.strip()) for s in sizes.split(",") if s.strip()]
+    if args.repeat is None:
+        args.repeat = 20 if on_gpu else 30
+    if on_gpu:
+        try:
+            from nbopt.bench_cuda import run, unavailable
+        except ImportError as error:
+            parser.error(f"--device cuda needs numba-cuda (pip install 'nbopt[cuda]'): {error}")
+        why = unavailable()
+        if why:
+            parser.error(f"--device cuda: {why}")
+        rows = run(names, workloads, args.dtype, args.repeat, not args.no_torch)
+        _write_json(args.json, rows)
+        return 0
     torch_modes = False
     if not args.no_torch:
         try:
@@ -387,7 +429,11 @@ def main(argv=None) -> int:
               f"{'ok' if startup['first_step_cached_s'] <= 0.2 else 'NO'}: of which Numba's "
               f"own start-up (import + CPU target init) {startup['numba_startup_s']:.3f} s, "
               f"nbopt's share {startup['first_step_cached_nbopt_s']:.3f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    _write_json(args.json, rows)
     return 0
+
+
+def _write_json(path: str | None, rows: list) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(rows, f, indent=2)

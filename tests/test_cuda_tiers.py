@@ -11,6 +11,8 @@ switched on before numba is imported.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import subprocess
@@ -151,3 +153,75 @@ def test_device_parameters_through_the_api_under_the_simulator(module):
                          cwd=os.path.dirname(HERE))
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+@requires_numba_cuda
+def test_cuda_bench_runs_under_the_simulator(tmp_path):
+    """``python -m nbopt bench --device cuda`` (what tests/gpu/run.sh runs on a
+    lent GPU) with tiny sizes under the simulator: one table row per
+    (algorithm, workload) with finite positive numbers, and its --json."""
+    root = os.path.dirname(HERE)
+    path = tmp_path / "rows.json"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NBOPT_CUDA_THREADS="8",
+               NBOPT_CUDA_CHUNK_SIZE="16", PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-m", "nbopt", "bench", "--device", "cuda", "--sizes",
+                          "64,3x16,3x16@arena,3x16@newgrads", "--repeat", "2",
+                          "--algorithms", "Adam,SGD", "--no-torch", "--json", str(path)],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=root)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "timings mean nothing" in out.stdout and "torch skipped (--no-torch)" in out.stdout
+    workloads = ["1x64", "3x16", "3x16@arena", "3x16@newgrads"]
+    cells = {}
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if words and words[0] in ("Adam", "SGD"):
+            cells[words[0], words[1]] = words
+    assert sorted(cells) == sorted((a, w) for a in ("Adam", "SGD") for w in workloads)
+    for words in cells.values():
+        # algorithm workload dtype floor-GB/s time unit nbopt/floor [target]
+        numbers = [float(words[3]), float(words[4]), float(words[6].rstrip("x"))]
+        assert all(math.isfinite(x) and x > 0 for x in numbers), words
+        assert words[2] == "f32" and words[5] in ("us", "ms")
+    rows = json.loads(path.read_text())
+    assert [(r["algorithm"], r["workload"]) for r in rows] == [
+        (a, w) for w in workloads for a in ("Adam", "SGD")]
+    for r in rows:
+        assert r["bytes_per_element"] == {"Adam": 28, "SGD": 20}[r["algorithm"]]
+        for key in ("floor_s", "nbopt_s", "floor_GBps", "nbopt_GBps", "nbopt_over_floor"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert r["target_met"] is None and "torch_reference" not in r
+
+
+@requires_numba_cuda
+def test_cuda_bench_targets_and_verdicts():
+    from nbopt import bench_cuda
+
+    assert bench_cuda.target(100_000_000, False, False) == pytest.approx(1 / 0.85)
+    assert bench_cuda.target(100_000, False, False) == pytest.approx(1 / 0.85)
+    assert bench_cuda.target(1000, False, False) is None
+    assert bench_cuda.target(100_000, True, False) is None          # arenas: reported only
+    assert bench_cuda.target(100_000, False, True) is None
+    assert bench_cuda.torch_target("Adagrad") == ("fused", 1.0)
+    assert bench_cuda.torch_target("NAdam") == ("foreach", 2.0)
+
+    def row(name, nbopt_s, **torch_s):
+        return {"algorithm": name, "elements": 10**8, "bytes_per_element": 28,
+                "floor_s": 1e-3, "nbopt_s": nbopt_s, **torch_s}
+
+    r = bench_cuda.summarize(row("Adam", 1.1e-3, torch_fused_s=1.2e-3, torch_foreach_s=2e-3),
+                             10**8, False, False)
+    assert r["floor_GBps"] == pytest.approx(2800) and r["nbopt_over_floor"] == pytest.approx(1.1)
+    assert r["target_met"] is True and r["torch_reference"] == "fused"
+    assert r["torch_over_nbopt"] == pytest.approx(1.2 / 1.1) and r["torch_verdict"] == "ok"
+    r = bench_cuda.summarize(row("Adam", 1.2e-3, torch_fused_s=1.1e-3), 10**8, False, False)
+    assert r["target_met"] is False and r["torch_verdict"] == "NO"
+    r = bench_cuda.summarize(row("Adam", 1.2e-3, torch_fused_s=0.9e-3), 10**8, False, False)
+    assert r["torch_verdict"] == "NO*"          # torch fused beats the floor itself
+    # no fused kernel in this torch: compared with foreach, at the fused target
+    r = bench_cuda.summarize(row("SGD", 1e-3, torch_foreach_s=1.5e-3), 10**8, False, False)
+    assert r["torch_reference"] == "foreach" and r["torch_target"] == ">= 1x torch foreach"
+    r = bench_cuda.summarize(row("NAdam", 1.5e-3, torch_foreach_s=2.5e-3), 1000, False, False)
+    assert r["target_met"] is None and r["torch_verdict"] == "NO"   # 1.7x < 2x, reachable
+    r = bench_cuda.summarize(row("NAdam", 1e-3, torch_foreach_s=1.9e-3), 1000, False, False)
+    assert r["torch_verdict"] == "NO*"          # foreach within 2x the floor
+    assert "torch_reference" not in bench_cuda.summarize(row("NAdam", 1e-3), 1000, False, False)
