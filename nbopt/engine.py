@@ -35,7 +35,8 @@ from typing import Mapping, NamedTuple
 import numpy as np
 
 from . import config
-from .parameter import Parameter, aligned_zeros, as_sparse_grad, is_device_array, is_sparse_grad
+from .parameter import (Parameter, aligned_zeros, as_sparse_grad, is_device_array,
+                        is_sparse_grad, same_device_message)
 from .registry import DENSIFY, AlgorithmSpec
 
 __all__ = ["FlatGroup", "OptimizerState", "ParamState", "parse_state", "param_where",
@@ -642,7 +643,7 @@ class FlatGroup:
             if not isinstance(g, np.ndarray) and is_sparse_grad(g):
                 update, work = self._check_sparse(i, g, group)
                 if update is DENSIFY:
-                    hold.append((i, work, grads[i], _address(work)))
+                    hold.append((i, work, grads[i], self._address(work)))
                 else:
                     sparse.append((i, update, work))
                 continue
@@ -775,6 +776,8 @@ class FlatGroup:
         p = self.params[i]
         where = param_where(self.group_index, self.positions[i])
         g = as_sparse_grad(g)
+        if g.device != "cpu":       # a DeviceSparseGrad: torch wants the param's device
+            raise RuntimeError(same_device_message(where, g.device, "cpu"))
         if g.shape != p.shape:
             raise RuntimeError(
                 f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")

@@ -13,6 +13,14 @@ once per plan, and a steady step uploads one row of scalars and launches.
 Imported when an optimizer first meets a device parameter, so that
 ``import nbopt`` and the CPU path never import ``numba.cuda``.
 
+Sparse gradients (:class:`nbopt.parameter.DeviceSparseGrad`, on the
+parameter's GPU) go through the spec's ``sparse`` handler as on the CPU: given
+the device parameter, the handler returns the device row update (marked
+``on_device``: Adagrad's rows, SGD's scatter-add), which runs after the dense
+launch, or :data:`nbopt.registry.DENSIFY` (SGD with momentum: the gradient is
+densified on the host, uploaded in the parameter's layout and stepped by the
+launch like a dense one).
+
 Streams: every copy and launch is on the default stream (numba-cuda's, the
 legacy default stream unless ``NUMBA_CUDA_PER_THREAD_DEFAULT_STREAM=1``), so a
 step is ordered after earlier work on that stream and on every blocking
@@ -26,25 +34,30 @@ import numpy as np
 from numba import cuda
 
 from . import config
-from .engine import OVERLAP_MESSAGE, FlatGroup, _chunks, read_only_message
+from .engine import OVERLAP_MESSAGE, FlatGroup, _chunks, read_only_message, sparse_rejection
 from .kernels import _cuda as cu
-from .parameter import DeviceParameter, is_device_array
+from .parameter import DeviceParameter, as_sparse_grad, is_device_array, same_device_message
+from .registry import DENSIFY
 
 __all__ = ["DeviceFlatGroup", "DeviceLaunch"]
 
-
-def _same_device_message(where: str, g_device: str, p_device: str) -> str:
-    return (f"{where}: the gradient is on {g_device} but the parameter is on {p_device}; "
-            "please ensure that the gradient and the parameter are on the same device")
+_same_device_message = same_device_message     # the old name, imported elsewhere
 
 
 class DeviceLaunch:
     """One kernel launch's tables on the device: the segment and chunk tables,
     uploaded once, and a scalar table refreshed at every call (one row per
-    scalar key: a steady step uploads ``n_scalars`` numbers)."""
+    scalar key: a steady step uploads ``n_scalars`` numbers).
+
+    The first call copies the scalars synchronously.  A plan that is called
+    again (the steady path) stages them in a ring of pinned host buffers and
+    copies asynchronously on the default stream, before its launch: ``step``
+    then returns without waiting for the GPU, and a staging buffer is reused
+    only once the copy that read it has run (its event)."""
 
     __slots__ = ("kernel", "seg", "d_seg", "d_chunks", "d_scalars", "blocks", "threads",
-                 "device")
+                 "device", "staging", "events", "slot", "stream")
+    RING = 4
 
     def __init__(self, spec, seg: np.ndarray, chunks: np.ndarray, n_rows: int, dtype,
                  device: int):
@@ -54,17 +67,42 @@ class DeviceLaunch:
             self.d_chunks = cuda.to_device(chunks)
             self.d_scalars = cuda.device_array((n_rows, spec.n_scalars), dtype)
         self.blocks, self.threads = cu.launch_shape(len(chunks))
+        self.staging = self.events = self.stream = None
+        self.slot = 0
 
     def segments_changed(self) -> None:
         """Re-upload the segment table after gradient addresses changed in it."""
         with _on(self.device):
-            self.d_seg.copy_to_device(self.seg)
+            self.d_seg.copy_to_device(self.seg, stream=self.stream or 0)
 
     def __call__(self, seg, chunks, scalars, *args):
         with _on(self.device):
-            self.d_scalars.copy_to_device(scalars)
+            if self.staging is None:
+                # pinned buffers cost a host allocation: only for a plan that is
+                # reused (slot 0 counts its first call)
+                if self.slot:
+                    self._ring()
+                self.slot = 1
+                self.d_scalars.copy_to_device(scalars)
+            else:
+                k = self.slot
+                self.slot = (k + 1) % self.RING
+                event = self.events[k]
+                event.synchronize()         # long done, unless the GPU is RING steps behind
+                self.staging[k][...] = scalars
+                self.d_scalars.copy_to_device(self.staging[k], stream=self.stream)
+                event.record(self.stream)
             self.kernel(self.blocks, self.threads, self.d_seg, self.d_chunks, self.d_scalars,
                         *args)
+
+    def _ring(self) -> None:
+        shape, dtype = self.d_scalars.shape, self.d_scalars.dtype
+        self.stream = cuda.default_stream()
+        self.staging = [cuda.pinned_array(shape, dtype) for _ in range(self.RING)]
+        self.events = [cuda.event() for _ in range(self.RING)]
+        for event in self.events:
+            event.record(self.stream)
+        self.slot = 0
 
 
 class _NoContext:
@@ -101,7 +139,8 @@ class DeviceFlatGroup(FlatGroup):
     # -- where the memory is ------------------------------------------------------
     @staticmethod
     def _address(p) -> int:
-        return cu.device_address(p.data)
+        """The device address of a DeviceParameter or a device array."""
+        return cu.device_address(cu.as_device_array(p))
 
     def _zeros(self, n: int):
         with _on(self.device):
@@ -176,8 +215,35 @@ class DeviceFlatGroup(FlatGroup):
         return is_device_array(g)
 
     def _check_sparse(self, i: int, g, group):
-        raise RuntimeError(f"{self._where(i)}: sparse gradients of CUDA parameters are not "
-                           "supported (nbopt steps sparse gradients on the CPU only)")
+        """Validate sparse gradient ``g`` of slot ``i``: a DeviceSparseGrad on
+        the parameter's GPU, of its shape and dtype.  Returns ``(DENSIFY,
+        dense device gradient laid out like the parameter)`` or ``(device row
+        update, g)``."""
+        p = self.params[i]
+        where = self._where(i)
+        g = as_sparse_grad(g)
+        if g.device != p.device:
+            raise RuntimeError(same_device_message(where, g.device, p.device))
+        if g.shape != p.shape:
+            raise RuntimeError(
+                f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")
+        if g.dtype != p.dtype:
+            raise RuntimeError(
+                f"{where}: grad has dtype {g.dtype} but the parameter has dtype {p.dtype}")
+        if self.spec.sparse is None:
+            raise RuntimeError(sparse_rejection(self.spec))
+        update = self.spec.sparse(group, p)
+        if update is DENSIFY:
+            from .kernels._sparse_cuda import memory_order
+
+            host = g.copy_to_host().to_dense()
+            host = np.asfortranarray(host) if memory_order(p) == "F" else host
+            with _on(self.device):
+                return DENSIFY, cuda.to_device(host)
+        if not getattr(update, "on_device", False):
+            raise NotImplementedError(f"{where}: {self.spec.name} steps sparse gradients of "
+                                      "CPU parameters only")
+        return update, g
 
 
 def is_device_param(p) -> bool:

@@ -16,7 +16,7 @@ import warnings
 from collections import OrderedDict, defaultdict
 from copy import deepcopy
 from itertools import chain
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -74,19 +74,6 @@ def typename(obj) -> str:
 
 def _is_param(x) -> bool:
     return isinstance(x, (Parameter, DeviceParameter))
-
-
-def refuse_device_params(optimizer) -> None:
-    """For the algorithms nbopt steps on the CPU only (SparseAdam, LBFGS):
-    a clear error for a CUDA parameter, rather than a failure mid-step."""
-    for gi, group in enumerate(optimizer.param_groups):
-        for pos, p in enumerate(group["params"]):
-            if isinstance(p, DeviceParameter):
-                raise NotImplementedError(
-                    f"{type(optimizer).__name__} does not support CUDA parameters yet "
-                    f"({param_where(gi, pos)} is on {p.device}); the element-wise algorithms "
-                    "(SGD, Adam, AdamW, Adagrad, Adadelta, Adamax, ASGD, NAdam, RAdam, RMSprop, "
-                    "Rprop) do")
 
 
 def _is_number(x) -> bool:
@@ -234,11 +221,13 @@ class Optimizer:
             hooks.move_to_end(handle.id, last=False)
         return handle
 
-    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+    def register_state_dict_pre_hook(self, hook: Callable,
+                                     prepend: bool = False) -> RemovableHandle:
         """Register ``hook(optimizer) -> None``, called before ``state_dict``."""
         return self._register(self._optimizer_state_dict_pre_hooks, hook, prepend)
 
-    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+    def register_state_dict_post_hook(self, hook: Callable,
+                                      prepend: bool = False) -> RemovableHandle:
         """Register ``hook(optimizer, state_dict) -> state_dict or None``, called after
         ``state_dict``; a returned dict replaces the result."""
         return self._register(self._optimizer_state_dict_post_hooks, hook, prepend)

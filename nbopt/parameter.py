@@ -8,8 +8,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Parameter", "DeviceParameter", "ParameterArena", "SparseGrad", "is_sparse_grad",
-           "as_sparse_grad", "is_device_array"]
+__all__ = ["Parameter", "DeviceParameter", "ParameterArena", "SparseGrad", "DeviceSparseGrad",
+           "is_sparse_grad", "as_sparse_grad", "is_device_array", "same_device_message"]
 
 
 # Cache-line alignment of the flat buffers nbopt allocates: a 64-byte vector
@@ -453,6 +453,10 @@ class SparseGrad:
     ``opt.zero_grad(set_to_none=False)`` empties a sparse gradient (``nnz``
     becomes 0), as torch's ``zero_()`` does.
 
+    GPU arrays (``__cuda_array_interface__`` objects: CuPy, torch CUDA
+    tensors, numba device arrays) for ``indices`` and ``values`` give a
+    :class:`DeviceSparseGrad`, the gradient of a :class:`DeviceParameter`.
+
     Examples
     --------
     >>> import numpy as np, nbopt
@@ -477,54 +481,21 @@ class SparseGrad:
 
     #: like ``torch.Tensor.is_sparse``
     is_sparse = True
+    #: where the entries live, as torch's ``Tensor.device`` (``"cuda:<n>"``
+    #: for a :class:`DeviceSparseGrad`)
+    device = "cpu"
+
+    def __new__(cls, indices=None, values=None, shape=None):
+        # GPU arrays give the device variant (as Parameter gives DeviceParameter)
+        if cls is SparseGrad and (is_device_array(indices) or is_device_array(values)):
+            cls = DeviceSparseGrad
+        return object.__new__(cls)
 
     def __init__(self, indices, values, shape=None):
         idx = np.asarray(indices)
-        if idx.dtype.kind not in "iu" and not (idx.size == 0 and idx.dtype.kind in "fiu"):
-            raise TypeError(f"indices must be an integer array, got dtype {idx.dtype}")
-        if idx.ndim != 2:
-            raise RuntimeError(f"indices must be sparse_dim x nnz, but got: {list(idx.shape)}")
         vals = np.asarray(values)
-        if vals.dtype.kind not in "fc":
-            raise TypeError(
-                f"values must be a floating point or complex array, got dtype {vals.dtype}")
-        sparse_dim, nnz = idx.shape
-        if vals.ndim == 0:
-            raise RuntimeError(f"values has incorrect size, expected [{nnz}, ...], got []")
-        if vals.shape[0] != nnz:
-            raise RuntimeError("indices and values must have same nnz, but got nnz from "
-                               f"indices: {nnz}, nnz from values: {vals.shape[0]}")
-        if shape is None:
-            sizes = idx.max(axis=1) + 1 if nnz else np.zeros(sparse_dim, np.int64)
-            shape = tuple(int(s) for s in sizes) + vals.shape[1:]
-        else:
-            try:
-                shape = tuple(operator.index(s) for s in shape)
-            except TypeError:
-                raise TypeError(f"shape must be a sequence of integers, got {shape!r}") from None
-        if any(s < 0 for s in shape):
-            raise ValueError(f"shape must not contain negative sizes, got {shape}")
-        dense_dim = vals.ndim - 1
-        if len(shape) != sparse_dim + dense_dim:
-            raise RuntimeError(
-                "'len(size) == sparse_dim + dense_dim' is not satisfied: "
-                f"len(size) = {len(shape)}, sparse_dim = {sparse_dim}, dense_dim = {dense_dim}")
-        if vals.shape[1:] != shape[sparse_dim:]:
-            raise RuntimeError(f"values has incorrect size, expected "
-                               f"{[nnz, *shape[sparse_dim:]]}, got {list(vals.shape)}")
-        if nnz:
-            low, high = idx.min(axis=1), idx.max(axis=1)
-            for d in range(sparse_dim):
-                if low[d] < 0:
-                    raise RuntimeError(f"found negative index {low[d]} for dim {d}")
-                if high[d] >= shape[d]:
-                    raise RuntimeError(f"size is inconsistent with indices: for dim {d}, "
-                                       f"size is {shape[d]} but found index {high[d]}")
-        idx = np.array(idx, dtype=np.int64, order="C")
-        idx.flags.writeable = False     # validated once: keep it valid
-        self._indices = idx
+        self._indices, self._shape = _checked_coo(idx, vals.dtype, vals.shape, shape)
         self._values = np.ascontiguousarray(vals)
-        self._shape = shape
         self._coalesced = False
 
     @classmethod
@@ -646,6 +617,232 @@ class SparseGrad:
                 f"shape={self._shape}, nnz={self.nnz}, dtype={self.dtype})")
 
 
+class DeviceSparseGrad(SparseGrad):
+    r"""A sparse gradient on a GPU: the :class:`SparseGrad` of a
+    :class:`DeviceParameter` (SparseAdam, Adagrad and SGD step it on the
+    device).
+
+    ``SparseGrad(indices, values, shape)`` returns one when ``indices`` and
+    ``values`` are GPU arrays (any ``__cuda_array_interface__`` object: CuPy,
+    torch CUDA tensors, numba device arrays), as ``Parameter`` returns a
+    :class:`DeviceParameter`.  Both must be on one GPU (torch's rule), and a
+    parameter's gradient on the parameter's GPU: a host ``SparseGrad`` (or a
+    ``scipy.sparse`` object) given to a device parameter, or a device one to a
+    host parameter, raises ``RuntimeError`` at ``step``, before anything
+    changes, as torch requires a gradient on its parameter's device.
+
+    Construction copies the indices to the host once (``sparse_dim x nnz``
+    integers), validates them there with :class:`SparseGrad`'s checks and
+    messages, and keeps that copy: coalescing and the row offsets of a step
+    are host work over it.  The values stay on the device (viewed without a
+    copy when C-contiguous).
+
+    :meth:`coalesce` runs :class:`SparseGrad`'s host code (torch's CPU
+    ``coalesce()``, bit for bit): when the entries are unsorted or repeat,
+    it downloads the values, sorts and sums them on the host and uploads the
+    summed rows; sorted unique entries never leave the device.  The step
+    itself (SparseAdam's and Adagrad's row updates, SGD's scatter-add) is a
+    CUDA kernel over the parameter and its device state, with the same
+    per-element functions as the CPU loops: the results are the CPU path's
+    bit for bit.
+
+    Attributes
+    ----------
+    indices : numba.cuda DeviceNDArray
+        int64 ``(sparse_dim, nnz)``: a device copy of the validated indices
+        (uploaded on first access).
+    values : numba.cuda DeviceNDArray
+        ``(nnz, *shape[sparse_dim:])``, C-contiguous.
+    device : str
+        ``"cuda:<ordinal>"``.
+    shape, dtype, ndim, nnz, sparse_dim, dense_dim
+        As for :class:`SparseGrad`.
+
+    Examples
+    --------
+    >>> from numba import cuda                                  # doctest: +SKIP
+    >>> emb = nbopt.Parameter(cuda.to_device(np.ones((5, 2), np.float32)))  # doctest: +SKIP
+    >>> emb.grad = nbopt.SparseGrad(cuda.to_device(np.array([[3, 1, 3]])),  # doctest: +SKIP
+    ...                             cuda.to_device(np.ones((3, 2), np.float32)), emb.shape)
+    >>> nbopt.SparseAdam([emb], lr=0.1).step()                  # doctest: +SKIP
+    """
+
+    __slots__ = ("_device_index", "_d_indices")
+
+    def __init__(self, indices, values, shape=None):
+        cu = _cuda()
+        on_i, on_v = is_device_array(indices), is_device_array(values)
+        d_idx = cu.as_device_array(indices) if on_i else None
+        d_vals = cu.as_device_array(values) if on_v else None
+        i_dev = f"cuda:{cu.device_of(d_idx)}" if on_i else "cpu"
+        v_dev = f"cuda:{cu.device_of(d_vals)}" if on_v else "cpu"
+        if i_dev != v_dev:
+            raise RuntimeError(f"device of indices ({i_dev}) must match device of values "
+                               f"({v_dev})")
+        self._indices, self._shape = _checked_coo(d_idx.copy_to_host(), d_vals.dtype,
+                                                  d_vals.shape, shape)
+        self._device_index = cu.device_of(d_vals)
+        if not d_vals.is_c_contiguous():
+            d_vals = _device_upload(np.ascontiguousarray(d_vals.copy_to_host()),
+                                    self._device_index)
+        self._values = d_vals
+        self._coalesced = False
+        self._d_indices = None
+
+    @classmethod
+    def _trusted(cls, indices, values, shape, coalesced, device_index=None):
+        """A DeviceSparseGrad from valid host indices and device values."""
+        self = object.__new__(cls)
+        indices.flags.writeable = False
+        self._indices = indices
+        self._values = values
+        self._shape = shape
+        self._coalesced = coalesced
+        self._device_index = _cuda().device_of(values) if device_index is None \
+            else device_index
+        self._d_indices = None
+        return self
+
+    @property
+    def indices(self):
+        """int64 ``(sparse_dim, nnz)`` on the device (a copy of the validated
+        indices)."""
+        if self._d_indices is None:
+            self._d_indices = _device_upload(self._indices, self._device_index)
+        return self._d_indices
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self._device_index}"
+
+    @property
+    def device_index(self) -> int:
+        return self._device_index
+
+    def copy_to_host(self) -> SparseGrad:
+        """The same gradient as a host :class:`SparseGrad` (values copied)."""
+        return SparseGrad._trusted(self._indices, self._values.copy_to_host(), self._shape,
+                                   self._coalesced)
+
+    def coalesce(self) -> "DeviceSparseGrad":
+        """Sorted unique indices with the values of duplicates summed, on the
+        device: torch's CPU ``coalesce()`` bit for bit (see the class
+        docstring).  Returns ``self`` when it is already coalesced."""
+        return self._coalesce(copy=True)
+
+    def _coalesce(self, copy: bool) -> "DeviceSparseGrad":
+        """:meth:`coalesce`; ``copy=False`` lets the result share the values
+        when nothing needs summing (a step reads them and drops the result)."""
+        if self._coalesced:
+            return self
+        from .kernels._sparse import coalesce, needs_sort
+
+        if not needs_sort(self._indices, self._shape):
+            values = self._values
+            if copy:
+                values = _device_upload(None, self._device_index, like=values)
+            indices = self._indices.copy()
+        else:
+            indices, host = coalesce(self._indices, self._values.copy_to_host(), self._shape)
+            values = _device_upload(host, self._device_index)
+        return DeviceSparseGrad._trusted(indices, values, self._shape, True, self._device_index)
+
+    def to_dense(self):
+        """The dense array (C order) this gradient stands for, on the device."""
+        return _device_upload(self.copy_to_host().to_dense(), self._device_index)
+
+    def __neg__(self) -> "DeviceSparseGrad":
+        values = _device_upload(-self._values.copy_to_host(), self._device_index)
+        return DeviceSparseGrad._trusted(self._indices, values, self._shape, self._coalesced,
+                                         self._device_index)
+
+    def zero_(self) -> "DeviceSparseGrad":
+        """Remove every entry (torch's ``zero_()``)."""
+        indices = np.zeros((self.sparse_dim, 0), np.int64)
+        indices.flags.writeable = False
+        self._indices = indices
+        self._values = _device_upload(np.zeros((0,) + tuple(self._values.shape[1:]), self.dtype),
+                                      self._device_index)
+        self._d_indices = None
+        self._coalesced = True
+        return self
+
+    def __repr__(self) -> str:
+        return (f"DeviceSparseGrad(indices={np.array2string(self._indices, separator=', ')}, "
+                f"shape={self._shape}, nnz={self.nnz}, dtype={self.dtype}, "
+                f"device='{self.device}')")
+
+    def __reduce__(self):
+        raise TypeError("a DeviceSparseGrad cannot be pickled: copy it to the host with "
+                        "copy_to_host()")
+
+
+def _device_upload(host, device_index: int, like=None):
+    """``host`` copied to GPU ``device_index``; with ``like`` (a device array)
+    a device copy of ``like`` instead."""
+    from numba import cuda
+
+    from .engine_cuda import _on
+
+    with _on(device_index):
+        if like is not None:
+            out = cuda.device_array(like.shape, like.dtype)
+            if like.size:
+                out.copy_to_device(like)
+            return out
+        return cuda.to_device(np.ascontiguousarray(host))
+
+
+def _checked_coo(idx: np.ndarray, vals_dtype, vals_shape: tuple, shape) -> tuple:
+    """Validate COO ``indices`` (a host array) against the dtype and shape of
+    the values, with torch's messages; returns ``(indices as read-only
+    int64, dense shape)``."""
+    vals_dtype = np.dtype(vals_dtype)
+    vals_shape = tuple(vals_shape)
+    if idx.dtype.kind not in "iu" and not (idx.size == 0 and idx.dtype.kind in "fiu"):
+        raise TypeError(f"indices must be an integer array, got dtype {idx.dtype}")
+    if idx.ndim != 2:
+        raise RuntimeError(f"indices must be sparse_dim x nnz, but got: {list(idx.shape)}")
+    if vals_dtype.kind not in "fc":
+        raise TypeError(
+            f"values must be a floating point or complex array, got dtype {vals_dtype}")
+    sparse_dim, nnz = idx.shape
+    if len(vals_shape) == 0:
+        raise RuntimeError(f"values has incorrect size, expected [{nnz}, ...], got []")
+    if vals_shape[0] != nnz:
+        raise RuntimeError("indices and values must have same nnz, but got nnz from "
+                           f"indices: {nnz}, nnz from values: {vals_shape[0]}")
+    if shape is None:
+        sizes = idx.max(axis=1) + 1 if nnz else np.zeros(sparse_dim, np.int64)
+        shape = tuple(int(s) for s in sizes) + vals_shape[1:]
+    else:
+        try:
+            shape = tuple(operator.index(s) for s in shape)
+        except TypeError:
+            raise TypeError(f"shape must be a sequence of integers, got {shape!r}") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape must not contain negative sizes, got {shape}")
+    dense_dim = len(vals_shape) - 1
+    if len(shape) != sparse_dim + dense_dim:
+        raise RuntimeError(
+            "'len(size) == sparse_dim + dense_dim' is not satisfied: "
+            f"len(size) = {len(shape)}, sparse_dim = {sparse_dim}, dense_dim = {dense_dim}")
+    if vals_shape[1:] != shape[sparse_dim:]:
+        raise RuntimeError(f"values has incorrect size, expected "
+                           f"{[nnz, *shape[sparse_dim:]]}, got {list(vals_shape)}")
+    if nnz:
+        low, high = idx.min(axis=1), idx.max(axis=1)
+        for d in range(sparse_dim):
+            if low[d] < 0:
+                raise RuntimeError(f"found negative index {low[d]} for dim {d}")
+            if high[d] >= shape[d]:
+                raise RuntimeError(f"size is inconsistent with indices: for dim {d}, "
+                                   f"size is {shape[d]} but found index {high[d]}")
+    idx = np.array(idx, dtype=np.int64, order="C")
+    idx.flags.writeable = False     # validated once: keep it valid
+    return idx, shape
+
+
 def _scipy_sparse():
     try:
         import scipy.sparse as sp
@@ -659,6 +856,17 @@ def _is_scipy_sparse(g) -> bool:
     # scipy is optional: an object can only be a scipy.sparse one if scipy is loaded
     sp = sys.modules.get("scipy.sparse")
     return sp is not None and sp.issparse(g)
+
+
+def same_device_message(where: str, g_device: str, p_device: str) -> str:
+    """The error for a gradient on another device than its parameter."""
+    return (f"{where}: the gradient is on {g_device} but the parameter is on {p_device}; "
+            "please ensure that the gradient and the parameter are on the same device")
+
+
+def param_device(p) -> str:
+    """``"cpu"`` or a DeviceParameter's ``"cuda:<n>"``."""
+    return p.device if isinstance(p, DeviceParameter) else "cpu"
 
 
 def is_sparse_grad(g) -> bool:

@@ -17,6 +17,11 @@
   (:func:`add_is_fused`).
 * :func:`sgd_sparse`: SGD's handler for sparse gradients (registry field
   ``AlgorithmSpec.sparse``).
+* GPU parameters (:class:`nbopt.parameter.DeviceSparseGrad` gradients): the
+  plans above are made on the host from the host copy of the indices, and
+  ``*_cuda`` kernels next to the CPU loops apply them on the device with the
+  same per-element functions (:mod:`nbopt.kernels._sparse_cuda` holds the
+  uploads and launches).
 
 Numba's on-disk cache keys a kernel on its own source file only; see
 :mod:`nbopt.kernels._common`.
@@ -26,12 +31,17 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .. import config
-from ..registry import DENSIFY
-from ._common import _jit, cpu_kernels, fma, to_scalar
+from numba import njit
 
-__all__ = ["coalesce", "flatten_indices", "row_layout", "memory_view", "add_is_fused",
-           "scatter_add", "sgd_sparse", "RADIX_SORT_MIN"]
+from .. import config
+from ..parameter import DeviceParameter
+from ..registry import DENSIFY
+from ._common import _jit, cpu_kernels, cuda_kernel, fma, to_scalar
+
+__all__ = ["coalesce", "needs_sort", "flatten_indices", "row_layout", "memory_view",
+           "add_is_fused", "scatter_add", "scatter_add_cuda", "sgd_sparse", "RADIX_SORT_MIN"]
+
+cuda = device_chunk = None   # bound when a CUDA kernel compiles (cuda_kernel)
 
 # at::internal::GRAIN_SIZE: from here on torch's CPU sort of int64 keys is
 # FBGEMM's radix sort (stable) instead of std::sort
@@ -251,6 +261,17 @@ def flatten_indices(indices: np.ndarray, sizes) -> np.ndarray:
     return lin
 
 
+def needs_sort(indices: np.ndarray, shape: tuple) -> bool:
+    """Whether :func:`coalesce` sorts and sums: False when the entries are
+    already sorted and unique (every sort leaves them as they are, and
+    coalesce returns copies of them)."""
+    sparse_dim, nnz = indices.shape
+    if nnz < 2:
+        return False
+    lin = flatten_indices(indices, shape[:sparse_dim])
+    return not bool(np.all(lin[1:] > lin[:-1]))
+
+
 def coalesce(indices: np.ndarray, values: np.ndarray, shape: tuple):
     """Unique sorted indices and summed values, as torch's CPU ``coalesce``.
 
@@ -258,12 +279,9 @@ def coalesce(indices: np.ndarray, values: np.ndarray, shape: tuple):
     Returns new ``(indices, values)`` arrays.
     """
     sparse_dim, nnz = indices.shape
-    if nnz < 2:
+    if not needs_sort(indices, shape):
         return indices.copy(), np.array(values, order="C")
     lin = flatten_indices(indices, shape[:sparse_dim])
-    if np.all(lin[1:] > lin[:-1]):
-        # already sorted and unique: every sort leaves it as it is
-        return indices.copy(), np.array(values, order="C")
     if nnz >= RADIX_SORT_MIN:
         perm = np.argsort(lin, kind="stable")
         keys = lin[perm]
@@ -290,9 +308,11 @@ def row_layout(param: np.ndarray, indices: np.ndarray):
     (``j`` running over the dense dimensions in C order, as in ``values[k]``)
     is element ``row_off[k] + col_off[j]`` of ``param`` read in memory order
     (``param.ravel(order="K")``); ``contiguous`` says ``col_off == arange``.
+    ``param`` may be a :class:`nbopt.DeviceParameter` (only its shape,
+    strides and dtype are read).
     """
     sparse_dim = indices.shape[0]
-    steps = np.array(param.strides, np.int64) // param.itemsize
+    steps = np.array(param.strides, np.int64) // np.dtype(param.dtype).itemsize
     row_off = np.zeros(indices.shape[1], np.int64)
     for d in range(sparse_dim):
         row_off += indices[d] * steps[d]
@@ -328,6 +348,20 @@ def add_is_fused(param, grad) -> bool:
     return not (coalesced and grad.sparse_dim == param.ndim)
 
 
+def scatter_add_update(p, v, alpha, fused, negate):
+    """One element of torch's ``dense.add_(sparse, alpha)``: ``p + alpha * v``
+    (``v`` negated first when ``negate``), rounded once where torch's axpy is
+    (``fused``) and twice where its scalar loop is (see :func:`add_is_fused`)."""
+    if negate:
+        v = -v
+    if fused:
+        return fma(alpha, v, p)
+    return p + alpha * v
+
+
+_scatter_add_element = njit(error_model="numpy")(scatter_add_update)
+
+
 def _scatter_add(param, row_off, col_off, values, perm, starts, alpha, contiguous, fused,
                  negate):
     # entries perm[starts[r]:starts[r + 1]] hit the same elements: added in
@@ -343,16 +377,62 @@ def _scatter_add(param, row_off, col_off, values, perm, starts, alpha, contiguou
             base = row_off[k]
             for j in range(width):
                 a = base + j if contiguous else base + col_off[j]
-                v = values[k, j]
-                if negate:
-                    v = -v
-                if fused:
-                    param[a] = fma(alpha, v, param[a])
-                else:
-                    param[a] = param[a] + alpha * v
+                param[a] = _scatter_add_element(param[a], values[k, j], alpha, fused, negate)
 
 
 _scatter_add_cpu = cpu_kernels(_scatter_add)
+
+
+def scatter_add_cuda_runs(param, row_off, col_off, values, perm, starts, alpha, contiguous,
+                          fused, negate):
+    # the CPU loop with one thread per (run, element of the row): the entries
+    # of a run are added in order by one thread; runs and elements are
+    # independent (grid-stride over runs x width)
+    m = starts.shape[0]
+    n = perm.shape[0]
+    width = values.shape[1]
+    for e in range(cuda.grid(1), m * width, cuda.gridsize(1)):
+        r = e // width
+        j = e - r * width
+        lo = starts[r]
+        hi = starts[r + 1] if r + 1 < m else n
+        for q in range(lo, hi):
+            k = perm[q]
+            a = row_off[k] + j if contiguous else row_off[k] + col_off[j]
+            param[a] = scatter_add_update(param[a], values[k, j], alpha, fused, negate)
+
+
+scatter_add_cuda_kernel = cuda_kernel(scatter_add_cuda_runs, scatter_add_update)
+
+
+def _scatter_plan(param, grad):
+    """What :func:`scatter_add` (and :func:`scatter_add_cuda`) hand their
+    kernel for ``param.add_(grad)``: ``None`` when there is nothing to add,
+    else ``(grad, perm, starts, row_off, col_off, contiguous, fused)`` over
+    the real view of a complex parameter.  Reads the host indices only."""
+    if grad.sparse_dim == 0:
+        grad = grad.coalesce()
+    if grad.nnz == 0:
+        return None
+    fused = add_is_fused(param, grad)
+    nnz = grad.nnz
+    indices = grad._indices             # host int64, also of a DeviceSparseGrad
+    if grad.is_coalesced() or nnz == 1:
+        perm = starts = np.arange(nnz, dtype=np.int64)
+    else:
+        lin = flatten_indices(indices, grad.shape)
+        perm = np.argsort(lin, kind="stable").astype(np.int64)
+        keys = lin[perm]
+        new_run = np.empty(nnz, bool)
+        new_run[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=new_run[1:])
+        starts = np.flatnonzero(new_run).astype(np.int64)
+    row_off, col_off, contiguous = row_layout(param, indices)
+    if param.dtype.kind == "c":
+        row_off = row_off * 2
+        col_off = np.stack([2 * col_off, 2 * col_off + 1], axis=1).reshape(-1)
+        fused = False   # torch's complex a * b + c: a product, then a sum
+    return grad, perm, starts, row_off, col_off, contiguous, fused
 
 
 def scatter_add(param, grad, alpha: float, negate: bool = False) -> None:
@@ -365,34 +445,41 @@ def scatter_add(param, grad, alpha: float, negate: bool = False) -> None:
     dimensions the gradient is coalesced, then added.  A complex parameter
     is updated through its real view (a real ``alpha`` scales both parts).
     """
-    if grad.sparse_dim == 0:
-        grad = grad.coalesce()
-    if grad.nnz == 0:
+    plan = _scatter_plan(param, grad)
+    if plan is None:
         return
-    fused = add_is_fused(param, grad)
-    nnz = grad.nnz
-    if grad.is_coalesced() or nnz == 1:
-        perm = starts = np.arange(nnz, dtype=np.int64)
-    else:
-        lin = flatten_indices(grad.indices, grad.shape)
-        perm = np.argsort(lin, kind="stable").astype(np.int64)
-        keys = lin[perm]
-        new_run = np.empty(nnz, bool)
-        new_run[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=new_run[1:])
-        starts = np.flatnonzero(new_run).astype(np.int64)
-    row_off, col_off, contiguous = row_layout(param, grad.indices)
-    values = np.ascontiguousarray(grad.values).reshape(nnz, -1)
+    grad, perm, starts, row_off, col_off, contiguous, fused = plan
+    values = np.ascontiguousarray(grad.values).reshape(grad.nnz, -1)
     flat = memory_view(param)
     if param.dtype.kind == "c":
         flat = flat.view(flat.real.dtype)
         values = values.view(flat.dtype)
-        row_off = row_off * 2
-        col_off = np.stack([2 * col_off, 2 * col_off + 1], axis=1).reshape(-1)
-        fused = False   # torch's complex a * b + c: a product, then a sum
     kernel = _scatter_add_cpu[1] if config.runs_parallel(values.size) else _scatter_add_cpu[0]
     kernel(flat, row_off, col_off, values, perm, starts, flat.dtype.type(alpha), contiguous,
            fused, negate)
+
+
+def scatter_add_cuda(param, grad, alpha: float, negate: bool = False) -> None:
+    """:func:`scatter_add` of a :class:`nbopt.parameter.DeviceSparseGrad` into a
+    :class:`nbopt.DeviceParameter`: the same plan, made on the host from the
+    host copy of the indices, and :func:`scatter_add_cuda_runs` on the device
+    (bit for bit the CPU path: same order of additions, same roundings)."""
+    from . import _sparse_cuda as sc
+
+    plan = _scatter_plan(param, grad)
+    if plan is None:
+        return
+    grad, perm, starts, row_off, col_off, contiguous, fused = plan
+    real = np.finfo(param.dtype).dtype       # a complex parameter's real view
+    tables, values = sc.upload_rows(param, grad, perm, starts, row_off, col_off)
+    d_perm, d_starts, d_row_off, d_col_off = tables
+    flat = sc.memory_flat(param)
+    if param.dtype.kind == "c":
+        flat = flat.view(real)
+        values = values.view(real)
+    sc.launch(scatter_add_cuda_kernel, param, len(starts) * values.shape[1],
+              flat, d_row_off, d_col_off, values, d_perm, d_starts, real.type(alpha),
+              contiguous, fused, negate)
 
 
 # ---------------------------------------------------------------------------
@@ -417,9 +504,20 @@ def sgd_sparse(group, param):
                            "Use add(dense, sparse) instead.")
     if group["momentum"] != 0:
         return DENSIFY
+    if isinstance(param, DeviceParameter):
+        return _sgd_sparse_update_cuda
     return _sgd_sparse_update
 
 
 def _sgd_sparse_update(param, state, grad, group, t):
     neg_lr = -to_scalar(group["lr"])
     scatter_add(param, grad, float(np.asarray(neg_lr, np.float64)), negate=bool(group["maximize"]))
+
+
+def _sgd_sparse_update_cuda(param, state, grad, group, t):
+    neg_lr = -to_scalar(group["lr"])
+    scatter_add_cuda(param, grad, float(np.asarray(neg_lr, np.float64)),
+                     negate=bool(group["maximize"]))
+
+
+_sgd_sparse_update_cuda.on_device = True

@@ -25,19 +25,24 @@ where the last line is one fused multiply-add (torch's ``cpublas::axpy``),
 except for a single entry without dense dimensions, which torch's scalar
 scatter loop rounds twice (:func:`nbopt.kernels._sparse.add_is_fused`).
 ``step`` advances for every parameter with a gradient, even an empty one.
+GPU parameters (real dtypes) take the same rows, coalesced on the host, and
+the same per-element function, compiled into :func:`adagrad_cuda_rows`.
 """
 from __future__ import annotations
 
 import cmath
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from .. import config
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, cuda_kernel, fma, to_scalar
-from ..parameter import SparseGrad
+from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, next_step_jit,
+                      real_flat, to_scalar)
+from ..parameter import DeviceParameter, SparseGrad
 from ._sparse import add_is_fused, memory_view, row_layout
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
@@ -91,8 +96,7 @@ def adagrad_scalars(group, t, fresh, old, new):
     if group.get("fused"):
         # torch's fused kernel takes lr as a C double (a Tensor's .item())
         lr = float(lr)
-    clr = lr / (1 + (t - 1) * group["lr_decay"])
-    return (group["weight_decay"], -clr, group["eps"])
+    return adagrad_host(lr, group["lr_decay"], group["eps"], group["weight_decay"], t)
 
 
 def adagrad_flags(group):
@@ -170,24 +174,53 @@ def adagrad_rows(param, state_sum, row_off, col_off, values, neg_clr, eps, conti
 adagrad_rows_cpu = cpu_kernels(adagrad_rows)
 
 
+def adagrad_cuda_rows(param, state_sum, row_off, col_off, values, neg_clr, eps, contiguous,
+                      maximize, fused):
+    # the CPU loop as a grid-stride kernel, one thread per element of a
+    # coalesced row (rows are unique: every element is independent)
+    width = values.shape[1]
+    for e in range(cuda.grid(1), values.shape[0] * width, cuda.gridsize(1)):
+        k = e // width
+        j = e - k * width
+        a = row_off[k] + j if contiguous else row_off[k] + col_off[j]
+        param[a], state_sum[a] = adagrad_sparse_update(
+            param[a], values[k, j], state_sum[a], neg_clr, eps, maximize, fused)
+
+
+adagrad_rows_cuda = cuda_kernel(adagrad_cuda_rows, adagrad_sparse_update)
+
+
 def adagrad_sparse(group, param):
     """``AlgorithmSpec.sparse``: torch's checks, then the row update."""
     if group.get("fused"):
         raise RuntimeError("`fused` does not support sparse grad or complex param")
     if group["weight_decay"] != 0:
         raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+    if isinstance(param, DeviceParameter):
+        if param.dtype.kind == "c":
+            raise NotImplementedError(
+                "Adagrad steps sparse gradients of complex parameters on the CPU only "
+                f"(this parameter is on {param.device})")
+        return _adagrad_sparse_step_cuda
     return _adagrad_sparse_step
+
+
+def _row_plan(param, grad, group, t):
+    """``(neg_clr, eps, fused, row_off, col_off, contiguous)`` of the row
+    update by coalesced ``grad`` (host or device) at step ``t``."""
+    _, neg_clr, eps = adagrad_scalars(group, t, False, (), ())
+    # torch rebuilds the update as a new (unflagged) sparse tensor before the add
+    fused = add_is_fused(param, SparseGrad._trusted(grad._indices, grad.values, grad.shape,
+                                                    False))
+    row_off, col_off, contiguous = row_layout(param, grad._indices)
+    return neg_clr, eps, fused, row_off, col_off, contiguous
 
 
 def _adagrad_sparse_step(param, state, grad, group, t):
     grad = grad.coalesce()
     if grad.nnz == 0:
         return
-    _, neg_clr, eps = adagrad_scalars(group, t, False, (), ())
-    # torch rebuilds the update as a new (unflagged) sparse tensor before the add
-    fused = add_is_fused(param, SparseGrad._trusted(grad.indices, grad.values, grad.shape,
-                                                    False))
-    row_off, col_off, contiguous = row_layout(param, grad.indices)
+    neg_clr, eps, fused, row_off, col_off, contiguous = _row_plan(param, grad, group, t)
     values = np.ascontiguousarray(grad.values).reshape(grad.nnz, -1)
     serial = not config.runs_parallel(values.size)
     if param.dtype.kind == "c":
@@ -200,6 +233,82 @@ def _adagrad_sparse_step(param, state, grad, group, t):
     dtype = param.dtype.type
     kernel(memory_view(param), memory_view(state["sum"]), row_off, col_off, values,
            dtype(neg_clr), dtype(eps), contiguous, bool(group["maximize"]), fused)
+
+
+def _adagrad_sparse_step_cuda(param, state, grad, group, t):
+    """:func:`_adagrad_sparse_step` of a DeviceSparseGrad into a real
+    DeviceParameter and its device ``sum``: coalesced on the host, one launch
+    of :func:`adagrad_cuda_rows`."""
+    from . import _sparse_cuda as sc
+
+    grad = grad._coalesce(copy=False)
+    if grad.nnz == 0:
+        return
+    neg_clr, eps, fused, row_off, col_off, contiguous = _row_plan(param, grad, group, t)
+    (d_row_off, d_col_off), values = sc.upload_rows(param, grad, row_off, col_off)
+    dtype = param.dtype.type
+    sc.launch(adagrad_rows_cuda, param, values.size, sc.memory_flat(param),
+              sc.memory_flat(state["sum"]), d_row_off, d_col_off, values, dtype(neg_clr),
+              dtype(eps), contiguous, bool(group["maximize"]), fused)
+
+
+_adagrad_sparse_step_cuda.on_device = True
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python
+# (dense gradients).
+
+@register_jitable
+def adagrad_host(lr, lr_decay, eps, wd, t):
+    """The kernel's scalar row at step ``t``, computed in float64 as torch
+    computes it (the class path and :func:`adagrad_step` share it)."""
+    clr = lr / (1 + (t - 1) * lr_decay)
+    return (wd, -clr, eps)
+
+
+class AdagradState(NamedTuple):
+    """One parameter's Adagrad state for :func:`adagrad_step`: ``step`` is a
+    1-element float32 array (torch's 0-d float32 tensor), ``sum`` is shaped
+    like the parameter."""
+
+    step: np.ndarray
+    sum: np.ndarray
+
+
+def _adagrad_init(param, initial_accumulator_value=0.0):
+    acc = np.empty_like(param)
+    # filled through the real view: a complex parameter's sum starts at
+    # v + v*1j, as the class (and torch) start it
+    real_flat(acc)[:] = cast_like(initial_accumulator_value, param)
+    return AdagradState(np.zeros(1, np.float32), acc)
+
+
+def _adagrad_step(param, grad, state, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                  maximize=False):
+    if grad.shape != param.shape or state.sum.shape != param.shape:
+        raise ValueError("adagrad_step: grad and state must have the parameter's shape")
+    t = next_step_jit(state.step)
+    row = adagrad_host(lr, lr_decay, eps, weight_decay, t)
+    wd, neg_clr, e = cast_like(row[0], param), cast_like(row[1], param), cast_like(row[2], param)
+    wd_on = weight_decay != 0
+    p, g, acc = real_flat(param), real_flat(grad), real_flat(state.sum)
+    for i in range(p.shape[0]):
+        p[i], acc[i] = _adagrad_element(p[i], g[i], acc[i], wd, neg_clr, e, maximize, wd_on)
+
+
+adagrad_init = _jit(_adagrad_init)
+adagrad_init.__doc__ = r"""A new :class:`AdagradState` for ``param``: ``adagrad_init(param,
+initial_accumulator_value=0.0)``, ``sum`` filled with that value (rounded to
+the parameter dtype; ``v + v*1j`` for a complex parameter, as the class)."""
+adagrad_step = _jit(_adagrad_step)
+adagrad_step.__doc__ = r"""Step one parameter in place with Adagrad (dense gradients):
+``nbopt.Adagrad``'s numbers (bit for bit) from inside ``@njit`` code or Python.
+
+``adagrad_step(param, grad, state, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+eps=1e-10, maximize=False)``; ``state`` from :func:`adagrad_init`
+(``state.step`` counts the steps).  The update is the class's (see the
+module docstring); C-contiguous float32, float64 or complex arrays."""
 
 
 SPEC = register(AlgorithmSpec(

@@ -31,6 +31,18 @@ threads, on serial vs parallel dispatch, or on the config knobs: a resumed run
 repeats an uninterrupted one bit for bit.  The summation order is not torch's
 (BLAS), so float64 results agree to rounding (~1e-16 relative per product),
 not bit for bit.  Maxima propagate NaN, as torch's ``max`` does.
+
+The element maths (``running_max``, ``step_element``, ``memory_element``,
+``recursion_element``) is written once, as plain Python functions: the CPU
+passes call them compiled by ``njit``, and the ``*_cuda`` kernels below
+compile them into CUDA (for LBFGS on device parameters,
+:mod:`nbopt.optim._lbfgs_cuda`).  The CUDA kernels keep the CPU's blocking:
+one thread block per CPU chunk (the same ``table_chunks`` or ``BLOCK``
+pieces), whose threads take the ``LANES`` lanes, each lane adding its
+elements in the CPU's order in the vector dtype; ``lbfgs_lanes_cuda`` then
+adds each chunk's lanes in order in float64, and the host adds the chunks in
+order.  Every sum is the CPU's, operation for operation: device results are
+the CPU's bit for bit.
 """
 from __future__ import annotations
 
@@ -40,11 +52,18 @@ from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
 from .. import config
-from ._common import addr_to_ptr, cpu_kernels, fma
+from ._common import CudaKernel, addr_to_ptr, cpu_kernels, fma
 
-__all__ = ["BLOCK", "lbfgs_gather_cpu", "lbfgs_add_cpu", "lbfgs_copy_cpu", "lbfgs_memory_cpu",
-           "lbfgs_pass_cpu", "lbfgs_stats_cpu", "table_chunks", "pick", "MODE_NEG",
-           "MODE_AXPY", "MODE_AXPY_SCALE", "MODE_NEG_SCALE"]
+__all__ = ["BLOCK", "LANES", "lbfgs_gather_cpu", "lbfgs_add_cpu", "lbfgs_copy_cpu",
+           "lbfgs_memory_cpu", "lbfgs_pass_cpu", "lbfgs_stats_cpu", "table_chunks", "pick",
+           "MODE_NEG", "MODE_AXPY", "MODE_AXPY_SCALE", "MODE_NEG_SCALE", "running_max",
+           "step_element", "memory_element", "recursion_element", "lbfgs_gather_cuda",
+           "lbfgs_add_cuda", "lbfgs_copy_cuda", "lbfgs_memory_cuda", "lbfgs_pass_cuda",
+           "lbfgs_stats_cuda", "lbfgs_lanes_cuda", "lbfgs_permute_cuda", "CUDA_KERNELS"]
+
+# bound when a CUDA kernel compiles (LbfgsCudaKernel.get): importing this
+# module never imports numba.cuda
+cuda = device_ptr = device_carray = None
 
 # Elements per reduction block (and per unit of parallel work).
 BLOCK = 1 << 14
@@ -54,6 +73,34 @@ MODE_NEG = 0          # x = -u
 MODE_AXPY = 1         # x = x + a u
 MODE_AXPY_SCALE = 2   # x = (x + a u) h
 MODE_NEG_SCALE = 3    # x = (-u) h
+
+
+# -- the element maths, written once (CPU passes and CUDA kernels) -------------
+
+def running_max(m, a):
+    """``max(m, a)`` as torch's ``max`` reduces: NaN once either is NaN."""
+    return a if (a > m or a != a) else m
+
+
+def step_element(p, d, t):
+    """``p + t d`` with one rounding (torch's ``p.add_(d, alpha=t)``) and ``|d t|``."""
+    return fma(t, d, p), abs(d * t)
+
+
+def memory_element(g, prev, d, t):
+    """``(y, s) = (g - prev, d t)``: one element of a curvature pair."""
+    return g - prev, d * t
+
+
+def recursion_element(x, u, a, h, mode):
+    """One element of a two-loop update (``mode``: see :func:`lbfgs_pass`)."""
+    if mode == MODE_NEG:
+        return -u
+    if mode == MODE_AXPY:
+        return fma(a, u, x)
+    if mode == MODE_AXPY_SCALE:
+        return fma(a, u, x) * h
+    return -u * h
 
 
 def zero_of(x):
@@ -72,6 +119,11 @@ def _zero_of_cpu(x):
 
 
 _JIT = dict(error_model="numpy", nogil=True)
+
+_running_max = njit(**_JIT)(running_max)
+_step_element = njit(**_JIT)(step_element)
+_memory_element = njit(**_JIT)(memory_element)
+_recursion_element = njit(**_JIT)(recursion_element)
 
 # Reductions keep LANES independent partial results (a small array in L1):
 # without fastmath, LLVM vectorises an element-wise loop into such an array
@@ -92,8 +144,7 @@ def _nanmax(values):
     """The maximum, NaN if any value is NaN (torch's ``max``)."""
     mx = values[0]
     for i in range(1, values.size):
-        v = values[i]
-        mx = v if (v > mx or v != v) else mx
+        mx = _running_max(mx, values[i])
     return mx
 
 
@@ -130,8 +181,7 @@ def lbfgs_gather(table, chunks, out, v, stats):
             if stats:
                 for i in range(c1 - c0):
                     a = abs(dst[i])
-                    m = acc_max[i]
-                    acc_max[i] = a if (a > m or a != a) else m
+                    acc_max[i] = _running_max(acc_max[i], a)
                     acc_sum[i] += a
                 if has_v:
                     vs = v[off + c0:off + c1]
@@ -169,10 +219,8 @@ def lbfgs_add(table, chunks, t, d):
             p = carray(addr_to_ptr(addr, d), size)[c0:c1]
             ds = d[off + c0:off + c1]
             for i in range(c1 - c0):
-                p[i] = fma(t, ds[i], p[i])
-                a = abs(ds[i] * t)
-                m = acc_max[i]
-                acc_max[i] = a if (a > m or a != a) else m
+                p[i], a = _step_element(p[i], ds[i], t)
+                acc_max[i] = _running_max(acc_max[i], a)
         part[c] = _nanmax(acc_max)
     if nc == 0:
         return 0.0
@@ -217,8 +265,7 @@ def lbfgs_memory(g, prev, d, t, y, s):
             gs, ps, dsb = g[c0:c1], prev[c0:c1], d[c0:c1]
             ys, ss = y[c0:c1], s[c0:c1]
             for i in range(c1 - c0):
-                yi = gs[i] - ps[i]
-                si = dsb[i] * t
+                yi, si = _memory_element(gs[i], ps[i], dsb[i], t)
                 ys[i] = yi
                 ss[i] = si
                 ps[i] = gs[i]
@@ -261,37 +308,37 @@ def lbfgs_pass(x, u, a, h, v, mode):
                 vs = v[c0:c1]
                 if mode == 0:
                     for i in range(c1 - c0):
-                        r = -us[i]
+                        r = _recursion_element(xs[i], us[i], a, h, 0)
                         xs[i] = r
                         acc[i] += vs[i] * r
                 elif mode == 1:
                     for i in range(c1 - c0):
-                        r = fma(a, us[i], xs[i])
+                        r = _recursion_element(xs[i], us[i], a, h, 1)
                         xs[i] = r
                         acc[i] += vs[i] * r
                 elif mode == 2:
                     for i in range(c1 - c0):
-                        r = fma(a, us[i], xs[i]) * h
+                        r = _recursion_element(xs[i], us[i], a, h, 2)
                         xs[i] = r
                         acc[i] += vs[i] * r
                 else:
                     for i in range(c1 - c0):
-                        r = -us[i] * h
+                        r = _recursion_element(xs[i], us[i], a, h, 3)
                         xs[i] = r
                         acc[i] += vs[i] * r
             else:
                 if mode == 0:
                     for i in range(c1 - c0):
-                        xs[i] = -us[i]
+                        xs[i] = _recursion_element(xs[i], us[i], a, h, 0)
                 elif mode == 1:
                     for i in range(c1 - c0):
-                        xs[i] = fma(a, us[i], xs[i])
+                        xs[i] = _recursion_element(xs[i], us[i], a, h, 1)
                 elif mode == 2:
                     for i in range(c1 - c0):
-                        xs[i] = fma(a, us[i], xs[i]) * h
+                        xs[i] = _recursion_element(xs[i], us[i], a, h, 2)
                 else:
                     for i in range(c1 - c0):
-                        xs[i] = -us[i] * h
+                        xs[i] = _recursion_element(xs[i], us[i], a, h, 3)
         part[b] = _lane_sum(acc)
     total = 0.0
     for b in range(nb):
@@ -316,8 +363,7 @@ def lbfgs_stats(x):
             xs = x[c0:min(c0 + LANES, hi)]
             for i in range(xs.size):
                 a = abs(xs[i])
-                m = acc_max[i]
-                acc_max[i] = a if (a > m or a != a) else m
+                acc_max[i] = _running_max(acc_max[i], a)
                 acc_sum[i] += a
         part[b, 0] = _nanmax(acc_max)
         part[b, 1] = _lane_sum(acc_sum)
@@ -351,3 +397,194 @@ def pick(kernels, n: int):
     """The serial kernel below ``config.PARALLEL_THRESHOLD`` elements, else the
     parallel one (both give the same bits: the blocking is the same)."""
     return kernels[1] if config.runs_parallel(n) else kernels[0]
+
+
+# -- CUDA ----------------------------------------------------------------------
+#
+# The passes above as CUDA kernels, for LBFGS on device parameters.  Block b
+# takes chunk (or BLOCK piece) b, b + gridDim, ...; its threads take the
+# lanes, and lane l of a chunk adds the chunk's elements l, l + LANES, ... in
+# order, in the vector dtype, as the CPU loops do.  Each reduction writes its
+# LANES partial results to ``lanes[chunk, k, :]``; lbfgs_lanes_cuda reduces
+# them per chunk in float64, in lane order (the CPU's _lane_sum / _nanmax),
+# and the host combines the chunks in order (LbfgsCudaKernel's caller,
+# nbopt.optim._lbfgs_cuda).  ``zero`` is a zero of the vector dtype (a bare
+# 0.0 would make a float32 kernel float64).
+
+def lbfgs_gather_cuda(table, chunks, out, v, stats, zero, lanes):
+    """lbfgs_gather: the gradients of the pointer table into ``out``; lanes
+    0, 1, 2: ``max|g|``, ``sum|g|``, ``g . v`` (with ``stats``; ``v`` may be
+    empty).  A missing gradient's row points at a zero buffer."""
+    has_v = v.shape[0] != 0
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        r = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        off, size = table[r, 1], table[r, 2]
+        src = device_carray(device_ptr(table[r, 0], out), size)
+        for lane in range(cuda.threadIdx.x, LANES, cuda.blockDim.x):
+            m = zero
+            sm = zero
+            dot = zero
+            for i in range(lo + lane, hi, LANES):
+                x = src[i]
+                out[off + i] = x
+                if stats:
+                    a = abs(x)
+                    m = running_max(m, a)
+                    sm += a
+                    if has_v:
+                        dot += x * v[off + i]
+            if stats:
+                lanes[c, 0, lane] = m
+                lanes[c, 1, lane] = sm
+                lanes[c, 2, lane] = dot
+
+
+def lbfgs_add_cuda(table, chunks, t, d, zero, lanes):
+    """lbfgs_add: ``p = p + t d`` through the pointer table; lanes 0: ``max|d t|``."""
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        r = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        off, size = table[r, 1], table[r, 2]
+        p = device_carray(device_ptr(table[r, 0], d), size)
+        for lane in range(cuda.threadIdx.x, LANES, cuda.blockDim.x):
+            m = zero
+            for i in range(lo + lane, hi, LANES):
+                p[i], a = step_element(p[i], d[off + i], t)
+                m = running_max(m, a)
+            lanes[c, 0, lane] = m
+
+
+def lbfgs_copy_cuda(table, chunks, flat, to_params):
+    """lbfgs_copy: parameters into ``flat`` or, with ``to_params``, back."""
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        r = chunks[c, 0]
+        lo, hi = chunks[c, 1], chunks[c, 2]
+        off, size = table[r, 1], table[r, 2]
+        p = device_carray(device_ptr(table[r, 0], flat), size)
+        for i in range(lo + cuda.threadIdx.x, hi, cuda.blockDim.x):
+            if to_params:
+                p[i] = flat[off + i]
+            else:
+                flat[off + i] = p[i]
+
+
+def lbfgs_memory_cuda(g, prev, d, t, y, s, zero, lanes):
+    """lbfgs_memory; lanes 0, 1: ``y . s``, ``y . y``."""
+    n = g.shape[0]
+    for b in range(cuda.blockIdx.x, (n + BLOCK - 1) // BLOCK, cuda.gridDim.x):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        for lane in range(cuda.threadIdx.x, LANES, cuda.blockDim.x):
+            ys = zero
+            yy = zero
+            for i in range(lo + lane, hi, LANES):
+                yi, si = memory_element(g[i], prev[i], d[i], t)
+                y[i] = yi
+                s[i] = si
+                prev[i] = g[i]
+                ys += yi * si
+                yy += yi * yi
+            lanes[b, 0, lane] = ys
+            lanes[b, 1, lane] = yy
+
+
+def lbfgs_pass_cuda(x, u, a, h, v, mode, zero, lanes):
+    """lbfgs_pass; lanes 0: ``v . x`` after the update (``v`` may be empty)."""
+    n = x.shape[0]
+    has_v = v.shape[0] != 0
+    for b in range(cuda.blockIdx.x, (n + BLOCK - 1) // BLOCK, cuda.gridDim.x):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        for lane in range(cuda.threadIdx.x, LANES, cuda.blockDim.x):
+            acc = zero
+            for i in range(lo + lane, hi, LANES):
+                r = recursion_element(x[i], u[i], a, h, mode)
+                x[i] = r
+                if has_v:
+                    acc += v[i] * r
+            lanes[b, 0, lane] = acc
+
+
+def lbfgs_stats_cuda(x, zero, lanes):
+    """lbfgs_stats; lanes 0, 1: ``max|x|``, ``sum|x|``."""
+    n = x.shape[0]
+    for b in range(cuda.blockIdx.x, (n + BLOCK - 1) // BLOCK, cuda.gridDim.x):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        for lane in range(cuda.threadIdx.x, LANES, cuda.blockDim.x):
+            m = zero
+            sm = zero
+            for i in range(lo + lane, hi, LANES):
+                a = abs(x[i])
+                m = running_max(m, a)
+                sm += a
+            lanes[b, 0, lane] = m
+            lanes[b, 1, lane] = sm
+
+
+def lbfgs_lanes_cuda(lanes, n_chunks, n_max, part):
+    """``part[c, k]``: chunk ``c``'s reduction ``k`` from its lanes, in lane
+    order in float64 (the CPU's ``_nanmax`` for ``k < n_max``, else its
+    ``_lane_sum``).  The one kernel with float64 arithmetic by design: the
+    CPU adds the lanes (and the chunks) in float64 for every dtype."""
+    n_red = part.shape[1]
+    for item in range(cuda.grid(1), n_chunks * n_red, cuda.gridsize(1)):
+        c = item // n_red
+        k = item - c * n_red
+        if k < n_max:
+            m = lanes[c, k, 0]
+            for i in range(1, LANES):
+                m = running_max(m, lanes[c, k, i])
+            part[c, k] = m
+        else:
+            s = 0.0
+            for i in range(LANES):
+                s += float(lanes[c, k, i])     # float(): float64 in the simulator too
+            part[c, k] = s
+
+
+def lbfgs_permute_cuda(flat, mem, index, to_flat):
+    """``flat[i] = mem[index[i]]`` or, without ``to_flat``, ``mem[index[i]] =
+    flat[i]`` (``index`` empty: ``i``), cast to the destination's dtype: the
+    C-order flat copy of a parameter or gradient that is Fortran-ordered or
+    of another dtype than the vector (the CPU's temporary copies)."""
+    permuted = index.shape[0] != 0
+    for i in range(cuda.grid(1), flat.shape[0], cuda.gridsize(1)):
+        j = index[i] if permuted else i
+        if to_flat:
+            flat[i] = mem[j]
+        else:
+            mem[j] = flat[i]
+
+
+class LbfgsCudaKernel(CudaKernel):
+    """A CUDA kernel of this module (see :class:`nbopt.kernels._common.CudaKernel`),
+    which also binds the pointer helpers the table kernels read."""
+
+    def get(self):
+        if self._compiled is None:
+            from . import _cuda
+
+            globals().update(device_ptr=_cuda.device_ptr, device_carray=_cuda.device_carray)
+        return super().get()
+
+
+_ELEMENTS = (running_max, step_element, memory_element, recursion_element)
+
+lbfgs_gather_cuda_kernel = LbfgsCudaKernel(lbfgs_gather_cuda, *_ELEMENTS)
+lbfgs_add_cuda_kernel = LbfgsCudaKernel(lbfgs_add_cuda, *_ELEMENTS)
+lbfgs_copy_cuda_kernel = LbfgsCudaKernel(lbfgs_copy_cuda, *_ELEMENTS)
+lbfgs_memory_cuda_kernel = LbfgsCudaKernel(lbfgs_memory_cuda, *_ELEMENTS)
+lbfgs_pass_cuda_kernel = LbfgsCudaKernel(lbfgs_pass_cuda, *_ELEMENTS)
+lbfgs_stats_cuda_kernel = LbfgsCudaKernel(lbfgs_stats_cuda, *_ELEMENTS)
+lbfgs_lanes_cuda_kernel = LbfgsCudaKernel(lbfgs_lanes_cuda, *_ELEMENTS)
+lbfgs_permute_cuda_kernel = LbfgsCudaKernel(lbfgs_permute_cuda, *_ELEMENTS)
+
+# name -> kernel, for the PTX tier (tests/gpu/ptx_check_lbfgs.py)
+CUDA_KERNELS = {
+    "gather": lbfgs_gather_cuda_kernel, "add": lbfgs_add_cuda_kernel,
+    "copy": lbfgs_copy_cuda_kernel, "memory": lbfgs_memory_cuda_kernel,
+    "pass": lbfgs_pass_cuda_kernel, "stats": lbfgs_stats_cuda_kernel,
+    "lanes": lbfgs_lanes_cuda_kernel, "permute": lbfgs_permute_cuda_kernel,
+}

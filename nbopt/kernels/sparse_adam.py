@@ -18,7 +18,9 @@ moments.
 
 SparseAdam is not an element-wise algorithm (it has no registry entry): its
 API class, :class:`nbopt.optim.sparse_adam.SparseAdam`, calls
-:func:`sparse_adam_step` for each parameter.
+:func:`sparse_adam_step` for each parameter, or :func:`sparse_adam_step_cuda`
+for a GPU parameter: the same coalesced rows (coalesced on the host) and the
+same per-element function, compiled into :func:`sparse_adam_cuda_rows`.
 """
 from __future__ import annotations
 
@@ -28,10 +30,13 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from ._common import cpu_kernels, to_scalar
+from ._common import cpu_kernels, cuda_kernel, to_scalar
 from ._sparse import memory_view, row_layout
 
-__all__ = ["sparse_adam_update", "sparse_adam_step", "sparse_adam_scalars"]
+__all__ = ["sparse_adam_update", "sparse_adam_step", "sparse_adam_step_cuda",
+           "sparse_adam_scalars"]
+
+cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
 
 def sparse_adam_update(p, g, m, v, one_minus_beta1, one_minus_beta2, eps, neg_step_size,
@@ -72,6 +77,23 @@ def sparse_adam_rows(param, exp_avg, exp_avg_sq, row_off, col_off, values, scala
 sparse_adam_cpu = cpu_kernels(sparse_adam_rows)
 
 
+def sparse_adam_cuda_rows(param, exp_avg, exp_avg_sq, row_off, col_off, values, omb1, omb2,
+                          eps, neg_step_size, contiguous, maximize):
+    # the CPU loop as a grid-stride kernel, one thread per element of a
+    # coalesced row (rows are unique: every element is independent)
+    width = values.shape[1]
+    for e in range(cuda.grid(1), values.shape[0] * width, cuda.gridsize(1)):
+        k = e // width
+        j = e - k * width
+        a = row_off[k] + j if contiguous else row_off[k] + col_off[j]
+        param[a], exp_avg[a], exp_avg_sq[a] = sparse_adam_update(
+            param[a], values[k, j], exp_avg[a], exp_avg_sq[a], omb1, omb2, eps, neg_step_size,
+            maximize)
+
+
+sparse_adam_cuda = cuda_kernel(sparse_adam_cuda_rows, sparse_adam_update)
+
+
 def sparse_adam_scalars(group, step: int) -> tuple:
     """``(1 - beta1, 1 - beta2, eps, -step_size)`` as torch computes them."""
     beta1, beta2 = group["betas"]
@@ -79,6 +101,11 @@ def sparse_adam_scalars(group, step: int) -> tuple:
     bias_correction2 = 1 - beta2 ** step
     step_size = to_scalar(group["lr"]) * math.sqrt(bias_correction2) / bias_correction1
     return (1 - beta1, 1 - beta2, group["eps"], -step_size)
+
+
+def _scalar_row(group, step: int, dtype) -> np.ndarray:
+    return np.array([np.asarray(x, np.float64) for x in sparse_adam_scalars(group, step)],
+                    np.float64).astype(dtype)
 
 
 def sparse_adam_step(param, exp_avg, exp_avg_sq, grad, group, step: int) -> None:
@@ -90,8 +117,26 @@ def sparse_adam_step(param, exp_avg, exp_avg_sq, grad, group, step: int) -> None
         return      # torch skips the update (the step count still advanced)
     row_off, col_off, contiguous = row_layout(param, grad.indices)
     values = np.ascontiguousarray(grad.values).reshape(grad.nnz, -1)
-    scalars = np.array([np.asarray(x, np.float64) for x in sparse_adam_scalars(group, step)],
-                       np.float64).astype(param.dtype)
+    scalars = _scalar_row(group, step, param.dtype)
     kernel = sparse_adam_cpu[1] if config.runs_parallel(values.size) else sparse_adam_cpu[0]
     kernel(memory_view(param), memory_view(exp_avg), memory_view(exp_avg_sq), row_off,
            col_off, values, scalars, contiguous, bool(group.get("maximize", False)))
+
+
+def sparse_adam_step_cuda(param, exp_avg, exp_avg_sq, grad, group, step: int) -> None:
+    """:func:`sparse_adam_step` on a GPU: ``param`` a
+    :class:`nbopt.DeviceParameter`, its moments device arrays laid out like
+    it, ``grad`` a :class:`nbopt.parameter.DeviceSparseGrad` on its device.
+    Coalesced on the host (torch's CPU order), then one launch of
+    :func:`sparse_adam_cuda_rows`."""
+    from . import _sparse_cuda as sc
+
+    grad = grad._coalesce(copy=False)
+    if grad.nnz == 0:
+        return
+    row_off, col_off, contiguous = row_layout(param, grad._indices)
+    omb1, omb2, eps, neg_step_size = _scalar_row(group, step, param.dtype)
+    (d_row_off, d_col_off), values = sc.upload_rows(param, grad, row_off, col_off)
+    sc.launch(sparse_adam_cuda, param, values.size, sc.memory_flat(param),
+              sc.memory_flat(exp_avg), sc.memory_flat(exp_avg_sq), d_row_off, d_col_off, values,
+              omb1, omb2, eps, neg_step_size, contiguous, bool(group.get("maximize", False)))

@@ -7,6 +7,12 @@ line, on NumPy scalars of the flat vector's dtype where torch has 0-d tensors
 tensors).  The whole-vector work (gathering the gradients, the two-loop
 recursion, ``p += t d``) runs in the compiled passes of
 :mod:`nbopt.kernels.lbfgs`; the closure is the user's Python.
+
+The algorithm is written once, over a backend of flat-vector operations:
+:class:`_FlatParams` (NumPy vectors, the CPU passes) or, when every parameter
+is a :class:`nbopt.DeviceParameter` on one GPU,
+:class:`nbopt.optim._lbfgs_cuda.DeviceFlatParams` (device vectors, the CUDA
+passes, the same sums in the same order: the same bits).
 """
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ from typing import Callable
 import numpy as np
 
 from ..engine import param_where
-from ..optimizer import Optimizer, refuse_device_params
+from ..optimizer import Optimizer
+from ..parameter import DeviceParameter, is_device_array
 from ._validation import check_tensor_lr, is_tensor
 
 
@@ -112,6 +119,52 @@ def _divide(a, b):
     return a / b
 
 
+def _vector_dtype(params: list) -> np.dtype:
+    """The flat vector's dtype (the parameters' real dtypes promoted), after
+    checking that LBFGS can optimize every parameter."""
+    for i, p in enumerate(params):
+        if p.dtype.kind not in "fc":
+            raise TypeError(f"{param_where(0, i)}: LBFGS can only optimize floating point "
+                            f"and complex parameters, got dtype {p.dtype}")
+    reals = [_real_dtype(p.dtype) for p in params]
+    for i, r in enumerate(reals):
+        if r not in (np.float32, np.float64):
+            raise TypeError(f"{param_where(0, i)}: LBFGS supports float32, float64, "
+                            f"complex64 and complex128 parameters, got dtype "
+                            f"{params[i].dtype}")
+    return np.result_type(*reals)
+
+
+def _device_of(p) -> str:
+    return p.device if isinstance(p, DeviceParameter) else "cpu"
+
+
+def _check_one_device(params: list) -> None:
+    """LBFGS works on all its parameters as one flat vector: they must be on
+    one device (torch fails in ``torch.cat`` with this message)."""
+    if not params:
+        return
+    first = _device_of(params[0])
+    for i, p in enumerate(params):
+        other = _device_of(p)
+        if other != first:
+            raise RuntimeError(
+                f"Expected all tensors to be on the same device, but found at least two "
+                f"devices, {first} and {other}! (LBFGS optimizes its parameters as one flat "
+                f"vector: {param_where(0, 0)} is on {first}, {param_where(0, i)} on {other})")
+
+
+def _make_flat(params: list):
+    """The backend of flat-vector operations for ``params``: NumPy vectors on
+    the CPU, device vectors for parameters on a GPU."""
+    _check_one_device(params)
+    if params and isinstance(params[0], DeviceParameter):
+        from ._lbfgs_cuda import DeviceFlatParams
+
+        return DeviceFlatParams(params, _vector_dtype(params))
+    return _FlatParams(params)
+
+
 class _FlatParams:
     """The parameters of the single group as one flat real vector.
 
@@ -129,17 +182,8 @@ class _FlatParams:
 
     def __init__(self, params: list):
         self.params = list(params)
-        for i, p in enumerate(self.params):
-            if p.dtype.kind not in "fc":
-                raise TypeError(f"{param_where(0, i)}: LBFGS can only optimize floating point "
-                                f"and complex parameters, got dtype {p.dtype}")
+        self.dtype = _vector_dtype(self.params)
         reals = [_real_dtype(p.dtype) for p in self.params]
-        for i, r in enumerate(reals):
-            if r not in (np.float32, np.float64):
-                raise TypeError(f"{param_where(0, i)}: LBFGS supports float32, float64, "
-                                f"complex64 and complex128 parameters, got dtype "
-                                f"{self.params[i].dtype}")
-        self.dtype = np.result_type(*reals)
         self.scalar = self.dtype.type
         self.sizes = np.array([p.size * (2 if p.dtype.kind == "c" else 1) for p in self.params],
                               np.int64)
@@ -171,6 +215,14 @@ class _FlatParams:
 
     def new(self) -> np.ndarray:
         return self.spare.pop() if self.spare else np.empty(self.total, self.dtype)
+
+    @staticmethod
+    def copy(x: np.ndarray) -> np.ndarray:
+        return x.copy()
+
+    @staticmethod
+    def assign(dst: np.ndarray, src: np.ndarray) -> None:
+        dst[...] = src
 
     def free(self, a) -> None:
         """Give back a vector that nothing else references any more (the
@@ -485,6 +537,17 @@ class LBFGS(Optimizer):
     If the closure raises during the line search the parameters are put back
     where the line search started (torch leaves them at the trial point).
 
+    GPU parameters (:class:`nbopt.DeviceParameter`, all on one device: mixed
+    devices raise ``RuntimeError``, as torch's ``cat`` does) are optimized on
+    their device: the closure assigns device gradients, and the flat vectors
+    of the state (``d``, ``prev_flat_grad``, ``old_dirs``, ``old_stps``) are
+    device arrays, updated by CUDA kernels whose sums are the CPU kernels'
+    in the same order, so a GPU run equals the CPU run bit for bit.  The
+    scalars (``t``, ``ro``, ``H_diag``, ...) stay on the host, which reads
+    them to branch.  :func:`nbopt.save` stores the device arrays' host
+    copies; loading host state into a GPU LBFGS puts it on the device (and
+    device state into a CPU one, on the host).
+
     Examples
     --------
     Minimise :math:`\tfrac12 x^\top A x - b^\top x`:
@@ -529,10 +592,10 @@ class LBFGS(Optimizer):
             "line_search_fn": line_search_fn,
         }
         super().__init__(params, defaults)
-        refuse_device_params(self)
 
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        _check_one_device(self.param_groups[0]["params"])
 
         self._params = self.param_groups[0]["params"]
         self._numel_cache = None
@@ -551,11 +614,13 @@ class LBFGS(Optimizer):
                                     for p in self._params)
         return self._numel_cache
 
-    def _flat(self) -> _FlatParams:
+    def _flat(self):
+        """The backend of flat-vector operations (CPU or device), rebuilt when
+        the parameter list changes."""
         key = tuple(map(id, self._params))
         cached = self._flat_cache
         if cached is None or cached[0] != key:
-            cached = self._flat_cache = (key, _FlatParams(self._params))
+            cached = self._flat_cache = (key, _make_flat(self._params))
         return cached[1]
 
     def _cast(self, param, value, key=None):
@@ -572,7 +637,8 @@ class LBFGS(Optimizer):
             return Optimizer._cast(param, value, key)
         reals = [_real_dtype(p.dtype) for p in params]
         dtype = np.result_type(*reals) if all(r.kind == "f" for r in reals) else None
-        return {k: _cast_to(v, dtype) for k, v in value.items()}
+        device = params[0].device_index if isinstance(params[0], DeviceParameter) else None
+        return {k: _cast_to(v, dtype, device) for k, v in value.items()}
 
     def _check_loaded_state(self, param, value, where: str, group: dict) -> None:
         if not self.param_groups or param is not self.param_groups[0]["params"][0]:
@@ -581,8 +647,8 @@ class LBFGS(Optimizer):
                     for p in self.param_groups[0]["params"])
 
         def vector(x, name):
-            if not isinstance(x, np.ndarray) or x.ndim != 1 or x.size != numel \
-                    or x.dtype.kind not in "f":
+            shape, dtype = _shape_dtype(x)
+            if shape is None or len(shape) != 1 or shape[0] != numel or dtype.kind not in "f":
                 raise ValueError(f"loaded state {name} for {where} must be a flat float "
                                  f"array of {numel} elements (the parameters' total size), "
                                  f"got {_describe(x)}")
@@ -705,9 +771,9 @@ class LBFGS(Optimizer):
                 ro = []
                 H_diag = 1
                 if prev_flat_grad is None:
-                    prev_flat_grad = flat_grad.copy()
+                    prev_flat_grad = flat.copy(flat_grad)
                 else:
-                    prev_flat_grad[...] = flat_grad
+                    flat.assign(prev_flat_grad, flat_grad)
             else:
                 # update memory; this pass also copies g into prev_flat_grad
                 y = flat.new()
@@ -841,7 +907,7 @@ class LBFGS(Optimizer):
         return orig_loss
 
     @staticmethod
-    def _directional_evaluate(closure, flat: _FlatParams, x, t, d):
+    def _directional_evaluate(closure, flat, x, t, d):
         """Loss, flat gradient and ``g . d`` at ``x + t d``; the parameters are
         ``x`` again afterwards."""
         flat.add(t, d)
@@ -853,18 +919,51 @@ class LBFGS(Optimizer):
         return loss, flat_grad, gtd
 
 
-def _cast_to(value, dtype):
-    """``value`` with its float arrays (also inside lists) in ``dtype``."""
+def _cast_to(value, dtype, device=None):
+    """``value`` with its float arrays (also inside lists) in ``dtype``, and
+    on the parameters' device (torch's ``value.to(param)``): with ``device``
+    (the GPU's ordinal) host arrays with dimensions go to that GPU, without
+    it device arrays come to the host.  0-d arrays (``t``, ``ro``, ...) are
+    host scalars on either.  Arrays already right are kept, as on the CPU."""
+    if not isinstance(value, np.ndarray) and is_device_array(value):
+        from ..kernels._cuda import as_device_array
+
+        d = as_device_array(value)
+        if device is not None and (dtype is None or np.dtype(d.dtype).kind != "f"
+                                   or d.dtype == dtype):
+            return value
+        value = d.copy_to_host()
     if isinstance(value, np.ndarray):
         if dtype is not None and value.dtype.kind == "f" and value.dtype != dtype:
-            return value.astype(dtype)
+            value = value.astype(dtype)
+        if device is not None and value.ndim > 0 and value.dtype.kind == "f":
+            from numba import cuda
+
+            from ..engine_cuda import _on
+
+            with _on(device):
+                return cuda.to_device(np.ascontiguousarray(value))
         return value
     if isinstance(value, (list, tuple)):
-        return type(value)(_cast_to(v, dtype) for v in value)
+        return type(value)(_cast_to(v, dtype, device) for v in value)
     return value
 
 
-def _describe(x) -> str:
+def _shape_dtype(x):
+    """``(shape, dtype)`` of a host or device array; ``(None, None)`` otherwise."""
     if isinstance(x, np.ndarray):
-        return f"an array of shape {x.shape} and dtype {x.dtype}"
+        return x.shape, x.dtype
+    if is_device_array(x):
+        from ..kernels._cuda import describe
+
+        shape, dtype = describe(x)[:2]
+        return shape, dtype
+    return None, None
+
+
+def _describe(x) -> str:
+    shape, dtype = _shape_dtype(x)
+    if shape is not None:
+        kind = "an array" if isinstance(x, np.ndarray) else "a device array"
+        return f"{kind} of shape {shape} and dtype {dtype}"
     return repr(x)

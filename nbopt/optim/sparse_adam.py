@@ -7,8 +7,9 @@ from typing import Callable
 import numpy as np
 
 from ..engine import check_state_array, check_state_scalar, param_where
-from ..optimizer import Optimizer, refuse_device_params
-from ..parameter import as_sparse_grad, is_sparse_grad
+from ..optimizer import Optimizer
+from ..parameter import (DeviceParameter, as_sparse_grad, is_device_array, is_sparse_grad,
+                         param_device, same_device_message)
 from ._validation import check_beta, check_tensor_lr
 
 __all__ = ["SparseAdam"]
@@ -55,6 +56,13 @@ class SparseAdam(Optimizer):
     (torch's ``sparse_coo_tensor``, e.g. the gradient of
     ``nn.Embedding(sparse=True)``: indices over rows, dense row values), or
     2-D ``scipy.sparse`` arrays and matrices.
+
+    GPU parameters (:class:`nbopt.DeviceParameter`) take a
+    :class:`nbopt.parameter.DeviceSparseGrad` on their device
+    (``SparseGrad(indices, values, shape)`` of GPU arrays); their moments
+    are device arrays, updated by a CUDA kernel with the CPU path's maths
+    (bit for bit: the gradient is coalesced on the host, in torch's CPU
+    order).  A gradient on another device raises ``RuntimeError``.
 
     Parameters
     ----------
@@ -125,7 +133,6 @@ class SparseAdam(Optimizer):
                 raise ValueError(f"Sparse params at indices {sparse_params}: "
                                  "SparseAdam requires dense parameter tensors")
         super().__init__(params, defaults)
-        refuse_device_params(self)
         complex_params = [[gi, pi] for gi, group in enumerate(self.param_groups)
                           for pi, p in enumerate(group["params"]) if p.dtype.kind == "c"]
         if complex_params:
@@ -146,6 +153,8 @@ class SparseAdam(Optimizer):
             raise RuntimeError(
                 "SparseAdam does not support dense gradients, please consider Adam instead")
         g = as_sparse_grad(g)
+        if g.device != param_device(p):
+            raise RuntimeError(same_device_message(where, g.device, param_device(p)))
         if p.dtype.kind == "c":
             # torch checks at construction only; a group added later is caught here
             raise ValueError(f"Complex params at indices {[[gi, pos]]}: "
@@ -174,9 +183,19 @@ class SparseAdam(Optimizer):
     @staticmethod
     def _moment(p, state, name) -> np.ndarray:
         """``state[name]`` as an array the kernel can update in place: the
-        parameter's dtype and memory layout (a loaded or assigned value that
-        is not is replaced by a converted copy)."""
+        parameter's dtype and memory layout, on its device (a loaded or
+        assigned value that is not is replaced by a converted copy)."""
         arr = state[name]
+        if isinstance(p, DeviceParameter):
+            from ..kernels import _sparse_cuda as sc
+
+            if not sc.is_state_like(p, arr):
+                arr = state[name] = sc.state_like(p, arr)
+            return arr
+        if is_device_array(arr):
+            from ..kernels._cuda import to_host
+
+            arr = state[name] = to_host(arr)
         if not (type(arr) is np.ndarray and arr.dtype == p.dtype and arr.strides == p.strides
                 and arr.flags.writeable and (arr.flags.c_contiguous or arr.flags.f_contiguous)):
             order = "F" if (p.flags.f_contiguous and not p.flags.c_contiguous) else "C"
@@ -207,12 +226,39 @@ class SparseAdam(Optimizer):
                     work.append((p, self._check_grad(gi, pos, p, p.grad), group))
         for p, g, group in work:
             state = self.state[p]
+            device = isinstance(p, DeviceParameter)
             if len(state) == 0:
-                order = "F" if (p.flags.f_contiguous and not p.flags.c_contiguous) else "C"
                 state["step"] = 0
-                state["exp_avg"] = np.zeros(p.shape, p.dtype, order=order)
-                state["exp_avg_sq"] = np.zeros(p.shape, p.dtype, order=order)
+                if device:
+                    from ..kernels._sparse_cuda import zeros_like
+
+                    state["exp_avg"] = zeros_like(p)
+                    state["exp_avg_sq"] = zeros_like(p)
+                else:
+                    order = "F" if (p.flags.f_contiguous and not p.flags.c_contiguous) else "C"
+                    state["exp_avg"] = np.zeros(p.shape, p.dtype, order=order)
+                    state["exp_avg_sq"] = np.zeros(p.shape, p.dtype, order=order)
             state["step"] += 1
-            sparse_adam_step(p, self._moment(p, state, "exp_avg"),
-                             self._moment(p, state, "exp_avg_sq"), g, group, state["step"])
+            if device:
+                from ..kernels.sparse_adam import sparse_adam_step_cuda as step_fn
+            else:
+                step_fn = sparse_adam_step
+            step_fn(p, self._moment(p, state, "exp_avg"), self._moment(p, state, "exp_avg_sq"),
+                    g, group, state["step"])
         return loss
+
+    def load_state_dict(self, state_dict) -> None:
+        """As :meth:`Optimizer.load_state_dict`; the loaded moments are then
+        placed on their parameter's device, as torch casts loaded state to
+        the parameter's device (host arrays of a GPU parameter uploaded,
+        device arrays of a CPU parameter copied to the host)."""
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:
+                    continue
+                for name in _MOMENTS:
+                    if name in state and is_device_array(state[name]) != isinstance(
+                            p, DeviceParameter):
+                        self._moment(p, state, name)

@@ -261,14 +261,6 @@ def test_bad_gradients_raise_before_anything_changes(grad, error, match):
     assert not opt.state
 
 
-def test_no_device_parameter_for_algorithms_without_a_cuda_kernel():
-    w = nbopt.Parameter(cuda.to_device(np.ones(4, np.float32)))
-    w.grad = cuda.to_device(np.ones(4, np.float32))
-    for make in (lambda: nbopt.SparseAdam([w]), lambda: nbopt.LBFGS([w])):
-        with pytest.raises(NotImplementedError, match="does not support CUDA parameters yet"):
-            make()
-
-
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
                     reason="builds a __cuda_array_interface__ over host memory (simulator only)")
 def test_any_cuda_array_interface_object_is_a_parameter_without_copy():
