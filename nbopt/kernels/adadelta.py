@@ -15,11 +15,15 @@ but does not enter the maths.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, cuda_kernel, fma, to_scalar
+from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, next_step_jit,
+                      real_flat, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -78,12 +82,65 @@ adadelta_cuda = cuda_kernel(adadelta_cuda_segments, adadelta_update)
 
 
 def adadelta_scalars(group, t, fresh, old, new):
-    rho = group["rho"]
-    return (group["weight_decay"], rho, 1 - rho, group["eps"], -to_scalar(group["lr"]))
+    return adadelta_host(to_scalar(group["lr"]), group["rho"], group["eps"],
+                         group["weight_decay"])
 
 
 def adadelta_flags(group):
     return (bool(group["maximize"]), group["weight_decay"] != 0)
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python.
+
+@register_jitable
+def adadelta_host(lr, rho, eps, wd):
+    """The kernel's scalar row (the class path and :func:`adadelta_step`
+    share it)."""
+    return (wd, rho, 1 - rho, eps, -lr)
+
+
+class AdadeltaState(NamedTuple):
+    """One parameter's Adadelta state for :func:`adadelta_step`: ``step`` is
+    a 1-element float32 array (torch's 0-d float32 tensor; counted, not used
+    by the maths), ``square_avg`` and ``acc_delta`` are shaped like the
+    parameter."""
+
+    step: np.ndarray
+    square_avg: np.ndarray
+    acc_delta: np.ndarray
+
+
+def _adadelta_init(param):
+    return AdadeltaState(np.zeros(1, np.float32), np.zeros_like(param), np.zeros_like(param))
+
+
+def _adadelta_step(param, grad, state, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
+                   maximize=False):
+    if grad.shape != param.shape or state.square_avg.shape != param.shape \
+            or state.acc_delta.shape != param.shape:
+        raise ValueError("adadelta_step: grad and state must have the parameter's shape")
+    next_step_jit(state.step)
+    row = adadelta_host(lr, rho, eps, weight_decay)
+    wd, r, omr = cast_like(row[0], param), cast_like(row[1], param), cast_like(row[2], param)
+    e, neg_lr = cast_like(row[3], param), cast_like(row[4], param)
+    wd_on = weight_decay != 0
+    p, g = real_flat(param), real_flat(grad)
+    v, u = real_flat(state.square_avg), real_flat(state.acc_delta)
+    for i in range(p.shape[0]):
+        p[i], v[i], u[i] = _adadelta_element(p[i], g[i], v[i], u[i], wd, r, omr, e, neg_lr,
+                                             maximize, wd_on)
+
+
+adadelta_init = _jit(_adadelta_init)
+adadelta_step = _jit(_adadelta_step)
+adadelta_step.__doc__ = r"""Step one parameter in place with Adadelta: ``nbopt.Adadelta``'s
+numbers (bit for bit) from inside ``@njit`` code or Python.
+
+``adadelta_step(param, grad, state, lr=1.0, rho=0.9, eps=1e-6,
+weight_decay=0.0, maximize=False)``; ``state`` from :func:`adadelta_init`.
+The update is the class's (see the module docstring); C-contiguous float32,
+float64 or complex arrays."""
 
 
 SPEC = register(AlgorithmSpec(

@@ -16,12 +16,15 @@ foreach path.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (bias_correction, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
-                      to_scalar)
+from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel,
+                      fma, lerp, next_step_jit, real_flat, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -86,12 +89,64 @@ def adamax_scalars(group, t, fresh, old, new):
     if group.get("foreach") and isinstance(lr, np.ndarray):
         # torch's foreach path: ``_get_value(lr) / bc``, a Tensor lr's value in double
         lr = float(lr)
-    clr = lr / bias_correction(beta1, t)
-    return (to_scalar(group["weight_decay"]), 1 - beta1, beta2, group["eps"], -clr)
+    return adamax_host(lr, beta1, beta2, group["eps"], to_scalar(group["weight_decay"]), t)
 
 
 def adamax_flags(group):
     return (bool(group["maximize"]), bool(to_scalar(group["weight_decay"]) != 0))
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python.
+
+@register_jitable
+def adamax_host(lr, beta1, beta2, eps, wd, t):
+    """The kernel's scalar row at step ``t``, computed in float64 as torch
+    computes it (the class path and :func:`adamax_step` share it)."""
+    clr = lr / bias_correction(beta1, t)
+    return (wd, 1 - beta1, beta2, eps, -clr)
+
+
+class AdamaxState(NamedTuple):
+    """One parameter's Adamax state for :func:`adamax_step`: ``step`` is a
+    1-element float32 array (torch's 0-d float32 tensor), ``exp_avg`` and
+    ``exp_inf`` are shaped like the parameter."""
+
+    step: np.ndarray
+    exp_avg: np.ndarray
+    exp_inf: np.ndarray
+
+
+def _adamax_init(param):
+    return AdamaxState(np.zeros(1, np.float32), np.zeros_like(param), np.zeros_like(param))
+
+
+def _adamax_step(param, grad, state, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                 weight_decay=0.0, maximize=False):
+    if grad.shape != param.shape or state.exp_avg.shape != param.shape \
+            or state.exp_inf.shape != param.shape:
+        raise ValueError("adamax_step: grad and state must have the parameter's shape")
+    t = next_step_jit(state.step)
+    row = adamax_host(lr, beta1, beta2, eps, weight_decay, t)
+    wd, w1, b2 = cast_like(row[0], param), cast_like(row[1], param), cast_like(row[2], param)
+    e, neg_clr = cast_like(row[3], param), cast_like(row[4], param)
+    wd_on = weight_decay != 0
+    p, g = real_flat(param), real_flat(grad)
+    m, u = real_flat(state.exp_avg), real_flat(state.exp_inf)
+    for i in range(p.shape[0]):
+        p[i], m[i], u[i] = _adamax_element(p[i], g[i], m[i], u[i], wd, w1, b2, e, neg_clr,
+                                           maximize, wd_on)
+
+
+adamax_init = _jit(_adamax_init)
+adamax_step = _jit(_adamax_step)
+adamax_step.__doc__ = r"""Step one parameter in place with Adamax: ``nbopt.Adamax``'s numbers
+(bit for bit) from inside ``@njit`` code or Python.
+
+``adamax_step(param, grad, state, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+weight_decay=0.0, maximize=False)``; ``state`` from :func:`adamax_init`
+(``state.step`` counts the steps).  The update is the class's (see the
+module docstring); C-contiguous float32, float64 or complex arrays."""
 
 
 SPEC = register(AlgorithmSpec(

@@ -23,12 +23,16 @@ is kept in the state only; it is never copied back into the parameter.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import (chunk_views, cpu_kernels, cuda_kernel, fma, tensor_div, tensor_pow,
-                      tensor_value, to_scalar)
+from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
+                      next_step_jit, power, real_flat, tensor_div, tensor_pow, tensor_value,
+                      to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -98,8 +102,24 @@ asgd_cuda = cuda_kernel(asgd_cuda_segments, asgd_update)
 
 def asgd_scalars(group, t, fresh, old, new):
     eta, mu = old          # the stored float32 values torch reads with .item()
-    wd = group["weight_decay"]
-    return (wd, 1 - group["lambd"] * eta, -eta, mu, 1.0 if mu != 1 else 0.0)
+    return asgd_host(group["weight_decay"], group["lambd"], eta, mu)
+
+
+@register_jitable
+def asgd_host(weight_decay, lambd, eta, mu):
+    """The kernel's scalar row from the stored ``eta`` and ``mu`` (before this
+    step's advance), in float64 (the class path and :func:`asgd_step` share
+    it)."""
+    return (weight_decay, 1 - lambd * eta, -eta, mu, 1.0 if mu != 1 else 0.0)
+
+
+@register_jitable
+def asgd_advance_host(lr, lambd, alpha, t0, t):
+    """This step's new ``(eta, mu)`` for a float lr, as torch computes them
+    (doubles) and ``torch.as_tensor`` rounds them (float32); storing them
+    in the state's own dtype rounds nothing more."""
+    return (np.float32(lr / power(1 + lambd * lr * t, alpha)),
+            np.float32(1 / max(1, t - t0)))
 
 
 def _as_tensor(x):
@@ -114,8 +134,7 @@ def asgd_advance(group, t, old, dtype):
     lr = group["lr"]
     if type(lr) is float and not group.get("foreach"):
         # the common case, as below without the tensor helpers (~0.5 us a step)
-        return (np.float32(lr / (1 + group["lambd"] * lr * t) ** group["alpha"]),
-                np.float32(1 / max(1, t - group["t0"])))
+        return asgd_advance_host(lr, group["lambd"], group["alpha"], group["t0"], t)
     lr = tensor_value(to_scalar(lr))
     lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
     if group.get("foreach"):
@@ -133,6 +152,69 @@ def asgd_advance(group, t, old, dtype):
 
 def asgd_flags(group):
     return (bool(group["maximize"]), group["weight_decay"] != 0)
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python.
+
+class ASGDState(NamedTuple):
+    """One parameter's ASGD state for :func:`asgd_step`: ``step``, ``eta`` and
+    ``mu`` are 1-element arrays (torch's 0-d tensors: float32, as torch
+    creates them; ``eta`` and ``mu`` float64 once loaded into a float64
+    parameter, as torch's load_state_dict casts them), ``ax`` is shaped like
+    the parameter."""
+
+    step: np.ndarray
+    eta: np.ndarray
+    mu: np.ndarray
+    ax: np.ndarray
+
+
+def _asgd_init(param, lr=1e-2):
+    eta = np.empty(1, np.float32)
+    eta[0] = lr                 # eta starts at lr (as stored: float32)
+    return ASGDState(np.zeros(1, np.float32), eta, np.ones(1, np.float32), np.zeros_like(param))
+
+
+def _asgd_step(param, grad, state, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
+               maximize=False):
+    if grad.shape != param.shape or state.ax.shape != param.shape:
+        raise ValueError("asgd_step: grad and state must have the parameter's shape")
+    if state.eta.shape != (1,) or state.mu.shape != (1,):
+        raise ValueError("asgd_step: eta and mu must be 1-element arrays")
+    t = next_step_jit(state.step)
+    # this step uses the stored eta and mu; then they advance (asgd_advance)
+    row = asgd_host(weight_decay, lambd, float(state.eta[0]), float(state.mu[0]))
+    new_eta, new_mu = asgd_advance_host(lr, lambd, alpha, t0, t)
+    state.eta[0] = new_eta
+    state.mu[0] = new_mu
+    wd, decay = cast_like(row[0], param), cast_like(row[1], param)
+    neg_eta, mu = cast_like(row[2], param), cast_like(row[3], param)
+    wd_on = weight_decay != 0
+    p, g, ax = real_flat(param), real_flat(grad), real_flat(state.ax)
+    # mu != 1 decided once, as in asgd_segments (the rounded column)
+    if cast_like(row[4], param) != 0:
+        for i in range(p.shape[0]):
+            p[i], ax[i] = _asgd_element(p[i], g[i], ax[i], wd, decay, neg_eta, mu, True,
+                                        maximize, wd_on)
+    else:
+        for i in range(p.shape[0]):
+            p[i], ax[i] = _asgd_element(p[i], g[i], ax[i], wd, decay, neg_eta, mu, False,
+                                        maximize, wd_on)
+
+
+asgd_init = _jit(_asgd_init)
+asgd_step = _jit(_asgd_step)
+asgd_step.__doc__ = r"""Step one parameter in place with ASGD: ``nbopt.ASGD``'s numbers
+(bit for bit) from inside ``@njit`` code or Python.
+
+``asgd_step(param, grad, state, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
+weight_decay=0.0, maximize=False)``; ``state`` from :func:`asgd_init`
+``(param, lr=1e-2)`` (``eta`` starts at lr).  This step uses the stored
+``eta`` and ``mu``, which then advance to ``lr / (1 + lambd * lr * t) **
+alpha`` and ``1 / max(1, t - t0)`` (rounded to float32, as torch rounds
+them) at the new step count ``t``.  The average ``ax`` stays in the state.
+C-contiguous float32, float64 or complex arrays."""
 
 
 SPEC = register(AlgorithmSpec(

@@ -32,13 +32,16 @@ dtype), as torch's paths do.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import (bias_correction, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
-                      tensor_div, tensor_value, to_scalar)
+from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel,
+                      fma, lerp, next_step_jit, power, real_flat, tensor_div, tensor_value,
+                      to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -101,30 +104,52 @@ def nadam_cuda_segments(segments, chunks, scalars, exp_avg, exp_avg_sq, maximize
 nadam_cuda = cuda_kernel(nadam_cuda_segments, nadam_update)
 
 
-def _mu(group, t):
-    """torch's momentum cache ``mu_t`` (Python doubles)."""
-    beta1 = group["betas"][0]
-    return beta1 * (1.0 - 0.5 * (0.96 ** (t * group["momentum_decay"])))
+@register_jitable
+def nadam_mu(beta1, momentum_decay, t):
+    """torch's momentum cache ``mu_t`` (doubles)."""
+    return beta1 * (1.0 - 0.5 * power(0.96, t * momentum_decay))
+
+
+@register_jitable
+def nadam_coefficients(lr, mu, mu_next, mu_product):
+    """``(c_grad, c_avg)`` from the stored ``mu_product`` (doubles)."""
+    c_grad = -lr * (1.0 - mu) / (1.0 - mu_product)
+    c_avg = (-lr * mu_next) / (1.0 - mu_product * mu_next)
+    return c_grad, c_avg
+
+
+@register_jitable
+def nadam_host(lr, beta1, beta2, wd, eps, momentum_decay, t, mu_product):
+    """The kernel's scalar row for float hyper-parameters at step ``t`` and
+    this step's stored ``mu_product``, computed in float64 as torch computes
+    it (the class path and :func:`nadam_step` share it)."""
+    mu = nadam_mu(beta1, momentum_decay, t)
+    mu_next = nadam_mu(beta1, momentum_decay, t + 1)
+    c_grad, c_avg = nadam_coefficients(lr, mu, mu_next, mu_product)
+    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction(beta2, t), eps,
+            c_grad, c_avg)
 
 
 def nadam_scalars(group, t, fresh, old, new):
     lr = to_scalar(group["lr"])
     beta1, beta2 = group["betas"]
-    wd = group["weight_decay"]
-    mu = _mu(group, t)
-    mu_next = _mu(group, t + 1)
+    wd, eps, decay = group["weight_decay"], group["eps"], group["momentum_decay"]
     (mu_product,) = new    # the stored float32 value torch reads with .item()
-    if group.get("differentiable"):
+    differentiable = group.get("differentiable")
+    # torch's foreach path reads a Tensor lr with .item(): the two
+    # coefficients are then double arithmetic (the decay 1 - lr * wd is not)
+    item_lr = group.get("foreach") and isinstance(lr, np.ndarray)
+    if not (differentiable or item_lr):
+        return nadam_host(lr, beta1, beta2, wd, eps, decay, t, mu_product)
+    mu = nadam_mu(beta1, decay, t)
+    mu_next = nadam_mu(beta1, decay, t + 1)
+    if differentiable:
         c_grad, c_avg = _differentiable_coefficients(lr, mu, mu_next, mu_product,
                                                      getattr(new, "dtype", np.float32))
     else:
-        # torch's foreach path reads a Tensor lr with .item(): these two
-        # coefficients are then double arithmetic (the decay 1 - lr * wd is not)
-        lr_c = float(lr) if group.get("foreach") and isinstance(lr, np.ndarray) else lr
-        c_grad = -lr_c * (1.0 - mu) / (1.0 - mu_product)
-        c_avg = (-lr_c * mu_next) / (1.0 - mu_product * mu_next)
-    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction(beta2, t),
-            group["eps"], c_grad, c_avg)
+        c_grad, c_avg = nadam_coefficients(float(lr), mu, mu_next, mu_product)
+    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction(beta2, t), eps,
+            c_grad, c_avg)
 
 
 def _differentiable_coefficients(lr, mu, mu_next, mu_product, dtype):
@@ -145,12 +170,72 @@ def nadam_advance(group, t, old, dtype):
     # float64 once loaded into float64 params): mu is rounded to that dtype
     # and the product is taken in it
     (mu_product,) = old
-    return (dtype(mu_product) * dtype(_mu(group, t)),)
+    return (dtype(mu_product) * dtype(nadam_mu(group["betas"][0], group["momentum_decay"], t)),)
 
 
 def nadam_flags(group):
     return (bool(group["maximize"]), bool(group["decoupled_weight_decay"]),
             group["weight_decay"] != 0)
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python.
+
+class NAdamState(NamedTuple):
+    """One parameter's NAdam state for :func:`nadam_step`: ``step`` and
+    ``mu_product`` are 1-element arrays (torch's 0-d tensors: float32, as
+    torch creates them; ``mu_product`` float64 once loaded into a float64
+    parameter, as torch's load_state_dict casts it), the moments are shaped
+    like the parameter."""
+
+    step: np.ndarray
+    mu_product: np.ndarray
+    exp_avg: np.ndarray
+    exp_avg_sq: np.ndarray
+
+
+def _nadam_init(param):
+    return NAdamState(np.zeros(1, np.float32), np.ones(1, np.float32), np.zeros_like(param),
+                      np.zeros_like(param))
+
+
+def _nadam_step(param, grad, state, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+                maximize=False):
+    if grad.shape != param.shape or state.exp_avg.shape != param.shape \
+            or state.exp_avg_sq.shape != param.shape:
+        raise ValueError("nadam_step: grad and state must have the parameter's shape")
+    if state.mu_product.shape != (1,):
+        raise ValueError("nadam_step: mu_product must be a 1-element array")
+    t = next_step_jit(state.step)
+    # nadam_advance: ``mu_product *= mu`` in the stored dtype
+    mp = state.mu_product
+    mp[0] = mp[0] * cast_like(nadam_mu(beta1, momentum_decay, t), mp)
+    row = nadam_host(lr, beta1, beta2, weight_decay, eps, momentum_decay, t, float(mp[0]))
+    wd, decay, w1, b2 = (cast_like(row[0], param), cast_like(row[1], param),
+                         cast_like(row[2], param), cast_like(row[3], param))
+    omb2, bc2, e = cast_like(row[4], param), cast_like(row[5], param), cast_like(row[6], param)
+    c_grad, c_avg = cast_like(row[7], param), cast_like(row[8], param)
+    wd_on = weight_decay != 0
+    p, g = real_flat(param), real_flat(grad)
+    m, v = real_flat(state.exp_avg), real_flat(state.exp_avg_sq)
+    for i in range(p.shape[0]):
+        p[i], m[i], v[i] = _nadam_element(
+            p[i], g[i], m[i], v[i], wd, decay, w1, b2, omb2, bc2, e, c_grad, c_avg, maximize,
+            decoupled_weight_decay, wd_on)
+
+
+nadam_init = _jit(_nadam_init)
+nadam_step = _jit(_nadam_step)
+nadam_step.__doc__ = r"""Step one parameter in place with NAdam: ``nbopt.NAdam``'s numbers
+(bit for bit) from inside ``@njit`` code or Python.
+
+``nadam_step(param, grad, state, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False,
+maximize=False)``; ``state`` from :func:`nadam_init` (``state.step`` counts
+the steps; ``state.mu_product`` is advanced in its own dtype, as the class
+advances it).  The update is the class's (see the module docstring);
+C-contiguous float32, float64 or complex arrays."""
 
 
 SPEC = register(AlgorithmSpec(

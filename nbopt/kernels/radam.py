@@ -31,12 +31,15 @@ a Tensor lr), passed with the other factors set to 1.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (bias_correction, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
-                      tensor_value, to_scalar)
+from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel,
+                      fma, lerp, next_step_jit, power, real_flat, tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -121,23 +124,41 @@ def radam_scalars(group, t, fresh, old, new):
     lr = to_scalar(group["lr"])
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
     wd = to_scalar(group["weight_decay"])
-    bias_correction1 = bias_correction(beta1, t)
-    bias_correction2 = bias_correction(beta2, t)
+    if group.get("foreach"):
+        bias_correction2 = bias_correction(beta2, t)
+        rect, rectified = radam_rectification(beta2, t, bias_correction2)
+        return _foreach_scalars(lr, wd, beta1, beta2, bias_correction(beta1, t),
+                                bias_correction2, rect, rectified, group["eps"])
+    return radam_host(lr, beta1, beta2, wd, group["eps"], t)
+
+
+@register_jitable
+def radam_rectification(beta2, t, bias_correction2):
+    """``(rect, rectified)`` at step ``t``: torch's rectification term and
+    whether ``rho_t > 5`` (1.0 or 0.0), in float64."""
     rho_inf = 2 / (1 - beta2) - 1
-    rho_t = rho_inf - 2 * t * (beta2 ** t) / bias_correction2
+    rho_t = rho_inf - 2 * t * power(beta2, t) / bias_correction2
     if rho_t > 5.0:
-        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
-                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        rect = power((rho_t - 4) * (rho_t - 2) * rho_inf
+                     / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5)
         rectified = 1.0
     else:
         # never used by the kernel; torch does not compute it (it may be complex)
         rect = 0.0
         rectified = 0.0
-    if group.get("foreach"):
-        return _foreach_scalars(lr, wd, beta1, beta2, bias_correction1, bias_correction2,
-                                rect, rectified, group["eps"])
-    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction1, lr, group["eps"],
-            bias_correction2 ** 0.5, rect, 1.0, rectified)
+    return rect, rectified
+
+
+@register_jitable
+def radam_host(lr, beta1, beta2, wd, eps, t):
+    """The kernel's scalar row for float hyper-parameters at step ``t``,
+    computed in float64 as torch computes it (the class path and
+    :func:`radam_step` share it)."""
+    bias_correction1 = bias_correction(beta1, t)
+    bias_correction2 = bias_correction(beta2, t)
+    rect, rectified = radam_rectification(beta2, t, bias_correction2)
+    return (wd, 1 - lr * wd, 1 - beta1, beta2, 1 - beta2, bias_correction1, lr, eps,
+            power(bias_correction2, 0.5), rect, 1.0, rectified)
 
 
 def _foreach_scalars(lr, wd, beta1, beta2, bias_correction1, bias_correction2, rect,
@@ -165,6 +186,64 @@ def _foreach_scalars(lr, wd, beta1, beta2, bias_correction1, bias_correction2, r
 def radam_flags(group):
     return (bool(group["maximize"]), bool(group["decoupled_weight_decay"]),
             bool(to_scalar(group["weight_decay"]) != 0))
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python.
+
+class RAdamState(NamedTuple):
+    """One parameter's RAdam state for :func:`radam_step`: ``step`` is a
+    1-element float32 array (torch's 0-d float32 tensor), the moments are
+    shaped like the parameter."""
+
+    step: np.ndarray
+    exp_avg: np.ndarray
+    exp_avg_sq: np.ndarray
+
+
+def _radam_init(param):
+    return RAdamState(np.zeros(1, np.float32), np.zeros_like(param), np.zeros_like(param))
+
+
+def _radam_step(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, decoupled_weight_decay=False, maximize=False):
+    if grad.shape != param.shape or state.exp_avg.shape != param.shape \
+            or state.exp_avg_sq.shape != param.shape:
+        raise ValueError("radam_step: grad and state must have the parameter's shape")
+    t = next_step_jit(state.step)
+    row = radam_host(lr, beta1, beta2, weight_decay, eps, t)
+    wd, decay, w1, b2 = (cast_like(row[0], param), cast_like(row[1], param),
+                         cast_like(row[2], param), cast_like(row[3], param))
+    omb2, bc1, lr_, e = (cast_like(row[4], param), cast_like(row[5], param),
+                         cast_like(row[6], param), cast_like(row[7], param))
+    bc2_sqrt, rect, one = (cast_like(row[8], param), cast_like(row[9], param),
+                           cast_like(row[10], param))
+    wd_on = weight_decay != 0
+    p, g = real_flat(param), real_flat(grad)
+    m, v = real_flat(state.exp_avg), real_flat(state.exp_avg_sq)
+    # one loop per branch, as in radam_segments
+    if row[11] != 0:
+        for i in range(p.shape[0]):
+            p[i], m[i], v[i] = _radam_element(
+                p[i], g[i], m[i], v[i], wd, decay, w1, b2, omb2, bc1, lr_, e, bc2_sqrt, rect,
+                one, True, maximize, decoupled_weight_decay, wd_on)
+    else:
+        for i in range(p.shape[0]):
+            p[i], m[i], v[i] = _radam_element(
+                p[i], g[i], m[i], v[i], wd, decay, w1, b2, omb2, bc1, lr_, e, bc2_sqrt, rect,
+                one, False, maximize, decoupled_weight_decay, wd_on)
+
+
+radam_init = _jit(_radam_init)
+radam_step = _jit(_radam_step)
+radam_step.__doc__ = r"""Step one parameter in place with RAdam: ``nbopt.RAdam``'s numbers
+(bit for bit) from inside ``@njit`` code or Python.
+
+``radam_step(param, grad, state, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+weight_decay=0.0, decoupled_weight_decay=False, maximize=False)``; ``state``
+from :func:`radam_init` (``state.step`` counts the steps).  The update is the
+class's (see the module docstring); C-contiguous float32, float64 or complex
+arrays."""
 
 
 SPEC = register(AlgorithmSpec(

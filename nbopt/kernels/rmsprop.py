@@ -23,12 +23,15 @@ kept (torch keeps it) but does not enter the maths.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import numpy as np
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.extending import overload, register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, cuda_kernel, fma, lerp, to_scalar
+from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
+                      next_step_jit, real_flat, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -145,14 +148,97 @@ rmsprop_cuda = cuda_kernel(rmsprop_cuda_segments, rmsprop_update, _sqrt)
 
 
 def rmsprop_scalars(group, t, fresh, old, new):
-    alpha = group["alpha"]
-    return (group["weight_decay"], alpha, 1 - alpha, group["eps"], group["momentum"],
-            -to_scalar(group["lr"]))
+    return rmsprop_host(to_scalar(group["lr"]), group["alpha"], group["eps"],
+                        group["weight_decay"], group["momentum"])
+
+
+@register_jitable
+def rmsprop_host(lr, alpha, eps, weight_decay, momentum):
+    """The kernel's scalar row (the class path and :func:`rmsprop_step`
+    share it)."""
+    return (weight_decay, alpha, 1 - alpha, eps, momentum, -lr)
 
 
 def rmsprop_flags(group):
     return (bool(group["maximize"]), bool(group["weight_decay"] != 0),
             bool(group["centered"]), bool(group["momentum"] > 0))
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python.
+
+class RMSpropState(NamedTuple):
+    """One parameter's RMSprop state for :func:`rmsprop_step`: ``step`` is a
+    1-element float32 array (torch's 0-d float32 tensor), the others are
+    shaped like the parameter; ``momentum_buffer`` is empty unless momentum
+    > 0, ``grad_avg`` unless centered."""
+
+    step: np.ndarray
+    square_avg: np.ndarray
+    momentum_buffer: np.ndarray
+    grad_avg: np.ndarray
+
+
+def _rmsprop_init(param, momentum=0.0, centered=False):
+    buf = np.zeros_like(param) if momentum > 0 else np.zeros_like(param[:0])
+    ga = np.zeros_like(param) if centered else np.zeros_like(param[:0])
+    return RMSpropState(np.zeros(1, np.float32), np.zeros_like(param), buf, ga)
+
+
+def _rmsprop_step(param, grad, state, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                  momentum=0.0, centered=False, maximize=False):
+    if grad.shape != param.shape or state.square_avg.shape != param.shape:
+        raise ValueError("rmsprop_step: grad and state must have the parameter's shape")
+    use_momentum = momentum > 0
+    if use_momentum and state.momentum_buffer.shape != param.shape:
+        raise ValueError("rmsprop_step: momentum > 0 needs momentum_buffer "
+                         "(rmsprop_init(param, momentum))")
+    if centered and state.grad_avg.shape != param.shape:
+        raise ValueError("rmsprop_step: centered needs grad_avg "
+                         "(rmsprop_init(param, momentum, True))")
+    next_step_jit(state.step)       # counted, as torch counts it; not in the maths
+    row = rmsprop_host(lr, alpha, eps, weight_decay, momentum)
+    wd, a, oma = cast_like(row[0], param), cast_like(row[1], param), cast_like(row[2], param)
+    e, mom, neg_lr = cast_like(row[3], param), cast_like(row[4], param), \
+        cast_like(row[5], param)
+    wd_on = weight_decay != 0
+    p, g, v = real_flat(param), real_flat(grad), real_flat(state.square_avg)
+    # one loop per optional-state layout, as in rmsprop_segments
+    if centered and use_momentum:
+        ga, buf = real_flat(state.grad_avg), real_flat(state.momentum_buffer)
+        for i in range(p.shape[0]):
+            p[i], v[i], ga[i], buf[i] = _rmsprop_element(
+                p[i], g[i], v[i], ga[i], buf[i], wd, a, oma, e, mom, neg_lr, maximize, wd_on,
+                True, True)
+    elif centered:
+        ga = real_flat(state.grad_avg)
+        for i in range(p.shape[0]):
+            p[i], v[i], ga[i], _ = _rmsprop_element(
+                p[i], g[i], v[i], ga[i], v[i], wd, a, oma, e, mom, neg_lr, maximize, wd_on,
+                True, False)
+    elif use_momentum:
+        buf = real_flat(state.momentum_buffer)
+        for i in range(p.shape[0]):
+            p[i], v[i], _, buf[i] = _rmsprop_element(
+                p[i], g[i], v[i], v[i], buf[i], wd, a, oma, e, mom, neg_lr, maximize, wd_on,
+                False, True)
+    else:
+        for i in range(p.shape[0]):
+            p[i], v[i], _, _ = _rmsprop_element(
+                p[i], g[i], v[i], v[i], v[i], wd, a, oma, e, mom, neg_lr, maximize, wd_on,
+                False, False)
+
+
+rmsprop_init = _jit(_rmsprop_init)
+rmsprop_step = _jit(_rmsprop_step)
+rmsprop_step.__doc__ = r"""Step one parameter in place with RMSprop: ``nbopt.RMSprop``'s
+numbers (bit for bit) from inside ``@njit`` code or Python.
+
+``rmsprop_step(param, grad, state, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+momentum=0.0, centered=False, maximize=False)``; ``state`` from
+:func:`rmsprop_init` ``(param, momentum=0.0, centered=False)``, made with the
+same ``momentum > 0`` and ``centered``.  The update is the class's (see the
+module docstring); C-contiguous float32, float64 or complex arrays."""
 
 
 SPEC = register(AlgorithmSpec(

@@ -18,10 +18,15 @@ it) but does not enter the maths.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import chunk_views, cpu_kernels, cuda_kernel, fma, to_scalar
+from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, next_step_jit,
+                      real_flat, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -103,7 +108,7 @@ rprop_cuda = cuda_kernel(rprop_cuda_segments, rprop_update)
 def rprop_scalars(group, t, fresh, old, new):
     etaminus, etaplus = group["etas"]
     step_size_min, step_size_max = group["step_sizes"]
-    return (etaminus, etaplus, step_size_min, step_size_max, 1.0, 0.0)
+    return rprop_host(etaminus, etaplus, step_size_min, step_size_max)
 
 
 def rprop_flags(group):
@@ -116,6 +121,68 @@ def _initial_step_size(group, defaults):
     The engine fills through the real view, so a complex parameter starts at
     ``lr + lr*1j`` as in torch."""
     return to_scalar(group["lr"])
+
+
+# --------------------------------------------------------------------------
+# The functional API (nbopt.functional): callable from njit code and Python.
+
+@register_jitable
+def rprop_host(etaminus, etaplus, step_size_min, step_size_max):
+    """The kernel's scalar row (the class path and :func:`rprop_step` share
+    it): the etas, the step-size bounds, 1 and 0."""
+    return (etaminus, etaplus, step_size_min, step_size_max, 1.0, 0.0)
+
+
+class RpropState(NamedTuple):
+    """One parameter's Rprop state for :func:`rprop_step`: ``step`` is a
+    1-element float32 array (torch's 0-d float32 tensor; counted, not used by
+    the maths), ``prev`` (the last gradient) and ``step_size`` (per element)
+    are shaped like the parameter."""
+
+    step: np.ndarray
+    prev: np.ndarray
+    step_size: np.ndarray
+
+
+def _rprop_init(param, lr=1e-2):
+    step_size = np.empty_like(param)
+    # filled through the real view: a complex parameter starts at lr + lr*1j,
+    # as the class (torch's full_like of the real view)
+    real_flat(step_size)[:] = cast_like(lr, param)
+    return RpropState(np.zeros(1, np.float32), np.zeros_like(param), step_size)
+
+
+def _rprop_step(param, grad, state, lr=1e-2, etaminus=0.5, etaplus=1.2, step_size_min=1e-6,
+                step_size_max=50.0, maximize=False):
+    # lr only sets the initial step size (rprop_init), as in the class
+    if grad.shape != param.shape or state.prev.shape != param.shape \
+            or state.step_size.shape != param.shape:
+        raise ValueError("rprop_step: grad and state must have the parameter's shape")
+    next_step_jit(state.step)
+    row = rprop_host(etaminus, etaplus, step_size_min, step_size_max)
+    em, ep = cast_like(row[0], param), cast_like(row[1], param)
+    lo, hi = cast_like(row[2], param), cast_like(row[3], param)
+    one, zero = cast_like(row[4], param), cast_like(row[5], param)
+    p, g = real_flat(param), real_flat(grad)
+    pv, ss = real_flat(state.prev), real_flat(state.step_size)
+    for i in range(p.shape[0]):
+        p[i], pv[i], ss[i] = _rprop_element(p[i], g[i], pv[i], ss[i], em, ep, lo, hi, one, zero,
+                                            maximize)
+
+
+rprop_init = _jit(_rprop_init)
+rprop_init.__doc__ = r"""A new :class:`RpropState` for ``param``: ``rprop_init(param,
+lr=1e-2)``, every step size at ``lr`` (rounded to the parameter dtype)."""
+rprop_step = _jit(_rprop_step)
+rprop_step.__doc__ = r"""Step one parameter in place with Rprop: ``nbopt.Rprop``'s numbers
+(bit for bit) from inside ``@njit`` code or Python.
+
+``rprop_step(param, grad, state, lr=1e-2, etaminus=0.5, etaplus=1.2,
+step_size_min=1e-6, step_size_max=50.0, maximize=False)``; ``state`` from
+:func:`rprop_init` (with the same lr: ``lr`` here has no effect, as the
+class's step sizes start at the lr of the parameter's first step).  The
+update is the class's (see the module docstring); C-contiguous float32,
+float64 or complex arrays."""
 
 
 SPEC = register(AlgorithmSpec(
