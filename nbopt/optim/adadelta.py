@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_nonnegative, check_tensor_lr
 
-__all__ = ["Adadelta"]
+__all__ = ["Adadelta", "adadelta"]
 
 
 class Adadelta(ElementwiseOptimizer):
@@ -88,3 +89,15 @@ class Adadelta(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
+
+def adadelta(params, grads, square_avgs, acc_deltas, state_steps, capturable=False, foreach=None,
+             differentiable=False, has_complex=False, *, lr, rho, eps, weight_decay, maximize):
+    r"""Functional API that performs Adadelta algorithm computation, as
+    ``torch.optim.adadelta.adadelta``.
+
+    See :class:`nbopt.Adadelta` for the update rule.  ``square_avgs`` and ``acc_deltas`` hold
+    each parameter's state, ``state_steps`` its step array (only incremented).  Everything is
+    updated in place; see :ref:`functional-api` for the conventions (what is validated before
+    anything changes, and how nbopt differs).
+    """
+    functional_step("adadelta", locals())

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_fused_flags, check_nonnegative, check_tensor_lr
 
-__all__ = ["Adagrad"]
+__all__ = ["Adagrad", "adagrad"]
 
 
 class Adagrad(ElementwiseOptimizer):
@@ -132,7 +133,21 @@ class Adagrad(ElementwiseOptimizer):
         # torch creates Adagrad's state eagerly, for every parameter
         self._init_state_now()
 
-
     def share_memory(self) -> None:
         """Does nothing: torch moves the ``sum`` tensors to shared memory for
         multiprocessing; NumPy state arrays have no such mode."""
+
+
+def adagrad(params, grads, state_sums, state_steps, fused=None, grad_scale=None, found_inf=None,
+            has_sparse_grad=False, foreach=None, differentiable=False, has_complex=False, *, lr,
+            weight_decay, lr_decay, eps, maximize):
+    r"""Functional API that performs Adagrad algorithm computation, as
+    ``torch.optim.adagrad.adagrad``.
+
+    See :class:`nbopt.Adagrad` for the update rule.  ``state_sums`` holds each parameter's
+    ``sum``, ``state_steps`` its 0-d float32 step array; gradients may be sparse
+    (:class:`nbopt.parameter.SparseGrad`).  Everything is updated in place; see
+    :ref:`functional-api` for the conventions (what is validated before anything changes, and
+    how nbopt differs).
+    """
+    functional_step("adagrad", locals())

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import (check_beta, check_fused_flags, check_nonnegative, is_float,
                           is_tensor, squeeze_scalar)
 
-__all__ = ["Adam", "AdamW"]
+__all__ = ["Adam", "AdamW", "adam"]
 
 
 class Adam(ElementwiseOptimizer):
@@ -119,7 +120,6 @@ class Adam(ElementwiseOptimizer):
         check_fused_flags(fused, foreach, differentiable)
 
 
-
 class AdamW(Adam):
     r"""AdamW: Adam with decoupled weight decay, as ``torch.optim.AdamW``.
 
@@ -163,3 +163,31 @@ class AdamW(Adam):
         for group in state.get("param_groups", []):
             group["decoupled_weight_decay"] = True
         super().__setstate__(state)
+
+
+def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, foreach=None,
+         capturable=False, differentiable=False, fused=None, grad_scale=None, found_inf=None,
+         has_complex=False, decoupled_weight_decay=False, *, amsgrad, beta1, beta2, lr,
+         weight_decay, eps, maximize):
+    r"""Functional API that performs Adam algorithm computation, as
+    ``torch.optim.adam.adam``.
+
+    See :class:`nbopt.Adam` for the update rule.  The lists hold one array per parameter
+    (``max_exp_avg_sqs`` only with amsgrad, else it may be empty); ``state_steps`` holds 0-d
+    (or 1-element) float32 arrays, torch's singleton step tensors.  Everything is updated in
+    place, step counts included; see :ref:`functional-api` for the conventions (what is
+    validated before anything changes, and how nbopt differs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nbopt.optim.adam import adam
+    >>> w = np.array([1.0, -2.0], np.float32)
+    >>> m, v, step = np.zeros_like(w), np.zeros_like(w), np.array(0.0, np.float32)
+    >>> for _ in range(3):
+    ...     adam([w], [2 * w], [m], [v], [], [step], amsgrad=False, beta1=0.9, beta2=0.999,
+    ...          lr=0.1, weight_decay=0.0, eps=1e-8, maximize=False)
+    >>> np.round(w, 4), step
+    (array([ 0.7016, -1.7006], dtype=float32), array(3., dtype=float32))
+    """
+    functional_step("adam", locals())

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_beta, check_nonnegative, check_tensor_lr
 
-__all__ = ["Adamax"]
+__all__ = ["Adamax", "adamax"]
 
 
 class Adamax(ElementwiseOptimizer):
@@ -92,3 +93,16 @@ class Adamax(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
+
+def adamax(params, grads, exp_avgs, exp_infs, state_steps, foreach=None, maximize=False,
+           differentiable=False, capturable=False, has_complex=False, *, eps, beta1, beta2, lr,
+           weight_decay):
+    r"""Functional API that performs Adamax algorithm computation, as
+    ``torch.optim.adamax.adamax``.
+
+    See :class:`nbopt.Adamax` for the update rule.  ``exp_avgs`` and ``exp_infs`` hold each
+    parameter's state, ``state_steps`` its 0-d float32 step array.  Everything is updated in
+    place; see :ref:`functional-api` for the conventions (what is validated before anything
+    changes, and how nbopt differs).
+    """
+    functional_step("adamax", locals())

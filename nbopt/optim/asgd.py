@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_nonnegative, check_tensor_lr
 
-__all__ = ["ASGD"]
+__all__ = ["ASGD", "asgd"]
 
 
 class ASGD(ElementwiseOptimizer):
@@ -100,3 +101,17 @@ class ASGD(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
+
+def asgd(params, grads, axs, mus, etas, state_steps, foreach=None, maximize=False,
+         differentiable=False, capturable=False, has_complex=False, *, lambd, lr, t0, alpha,
+         weight_decay):
+    r"""Functional API that performs ASGD algorithm computation, as
+    ``torch.optim.asgd.asgd``.
+
+    See :class:`nbopt.ASGD` for the update rule.  ``axs`` holds each parameter's average;
+    ``mus``, ``etas`` and ``state_steps`` its 0-d float32 scalar state (torch's for-loop also
+    takes Python numbers as steps, and leaves them unchanged).  Everything is updated in place;
+    see :ref:`functional-api` for the conventions (what is validated before anything changes,
+    and how nbopt differs).
+    """
+    functional_step("asgd", locals())

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_beta, check_nonnegative, check_tensor_lr
 
-__all__ = ["NAdam"]
+__all__ = ["NAdam", "nadam"]
 
 
 class NAdam(ElementwiseOptimizer):
@@ -63,8 +64,8 @@ class NAdam(ElementwiseOptimizer):
     State
     -----
     ``step`` (float32 0-d array), ``mu_product`` (float32 0-d array,
-    :math:`\Pi_t`; float64 once loaded into float64 parameters), ``exp_avg`` (:math:`m`) and ``exp_avg_sq`` (:math:`v`),
-    shaped like the parameter.
+    :math:`\Pi_t`; float64 once loaded into float64 parameters), ``exp_avg``
+    (:math:`m`) and ``exp_avg_sq`` (:math:`v`), shaped like the parameter.
 
     Examples
     --------
@@ -112,3 +113,17 @@ class NAdam(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
+
+def nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps,
+          decoupled_weight_decay=False, foreach=None, capturable=False, differentiable=False,
+          has_complex=False, maximize=False, *, beta1, beta2, lr, weight_decay, momentum_decay,
+          eps):
+    r"""Functional API that performs NAdam algorithm computation, as
+    ``torch.optim.nadam.nadam``.
+
+    See :class:`nbopt.NAdam` for the update rule.  ``exp_avgs`` and ``exp_avg_sqs`` hold each
+    parameter's state; ``mu_products`` and ``state_steps`` its 0-d float32 scalar state.
+    Everything is updated in place; see :ref:`functional-api` for the conventions (what is
+    validated before anything changes, and how nbopt differs).
+    """
+    functional_step("nadam", locals())

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_beta, check_nonnegative, check_tensor_lr
 
-__all__ = ["RAdam"]
+__all__ = ["RAdam", "radam"]
 
 
 class RAdam(ElementwiseOptimizer):
@@ -109,3 +110,16 @@ class RAdam(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
+
+def radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, decoupled_weight_decay=False,
+          foreach=None, differentiable=False, capturable=False, has_complex=False, maximize=False,
+          *, beta1, beta2, lr, weight_decay, eps):
+    r"""Functional API that performs RAdam algorithm computation, as
+    ``torch.optim.radam.radam``.
+
+    See :class:`nbopt.RAdam` for the update rule.  ``exp_avgs`` and ``exp_avg_sqs`` hold each
+    parameter's state, ``state_steps`` its 0-d float32 step array.  Everything is updated in
+    place; see :ref:`functional-api` for the conventions (what is validated before anything
+    changes, and how nbopt differs).
+    """
+    functional_step("radam", locals())

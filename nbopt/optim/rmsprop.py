@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_nonnegative, check_tensor_lr
 
-__all__ = ["RMSprop"]
+__all__ = ["RMSprop", "rmsprop"]
 
 
 class RMSprop(ElementwiseOptimizer):
@@ -107,3 +108,17 @@ class RMSprop(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
+
+def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffer_list, state_steps, foreach=None,
+            maximize=False, differentiable=False, capturable=False, has_complex=False, *, lr,
+            alpha, eps, weight_decay, momentum, centered):
+    r"""Functional API that performs RMSprop algorithm computation, as
+    ``torch.optim.rmsprop.rmsprop``.
+
+    See :class:`nbopt.RMSprop` for the update rule.  ``square_avgs`` holds each parameter's
+    state, ``grad_avgs`` too when centered and ``momentum_buffer_list`` when momentum > 0 (else
+    they may be empty); ``state_steps`` its step array (only incremented).  Everything is
+    updated in place; see :ref:`functional-api` for the conventions (what is validated before
+    anything changes, and how nbopt differs).
+    """
+    functional_step("rmsprop", locals())

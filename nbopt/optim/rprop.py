@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_nonnegative, check_tensor_lr
 
-__all__ = ["Rprop"]
+__all__ = ["Rprop", "rprop"]
 
 
 class Rprop(ElementwiseOptimizer):
@@ -97,3 +98,16 @@ class Rprop(ElementwiseOptimizer):
         }
         super().__init__(params, defaults)
 
+
+def rprop(params, grads, prevs, step_sizes, state_steps, foreach=None, capturable=False,
+          maximize=False, differentiable=False, has_complex=False, *, step_size_min,
+          step_size_max, etaminus, etaplus):
+    r"""Functional API that performs rprop algorithm computation, as
+    ``torch.optim.rprop.rprop``.
+
+    See :class:`nbopt.Rprop` for the update rule.  ``prevs`` and ``step_sizes`` hold each
+    parameter's state (its previous gradient and per-element step sizes), ``state_steps`` its
+    step array (only incremented).  Everything is updated in place; see :ref:`functional-api`
+    for the conventions (what is validated before anything changes, and how nbopt differs).
+    """
+    functional_step("rprop", locals())

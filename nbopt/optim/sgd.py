@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..optimizer import ElementwiseOptimizer
+from ._functional_core import functional_step
 from ._validation import check_fused_flags, check_tensor_lr
 
-__all__ = ["SGD"]
+__all__ = ["SGD", "sgd"]
 
 
 class SGD(ElementwiseOptimizer):
@@ -93,3 +94,29 @@ class SGD(ElementwiseOptimizer):
             self._step_supports_amp_scaling = True
         check_fused_flags(fused, foreach, differentiable)
 
+
+def sgd(params, d_p_list, momentum_buffer_list, has_sparse_grad=False, foreach=None,
+        fused=None, grad_scale=None, found_inf=None, *, weight_decay, momentum, lr, dampening,
+        nesterov, maximize):
+    r"""Functional API that performs SGD algorithm computation, as
+    ``torch.optim.sgd.sgd``.
+
+    See :class:`nbopt.SGD` for the update rule.  ``params`` and ``d_p_list`` (the gradients)
+    are lists of arrays; ``momentum_buffer_list`` holds each parameter's ``momentum_buffer`` or
+    None.  Everything is updated in place, and a None buffer is replaced in the list by a new
+    array, as torch does; see :ref:`functional-api` for the conventions (what is validated
+    before anything changes, and how nbopt differs).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nbopt.optim.sgd import sgd
+    >>> w = np.array([1.0, -2.0])
+    >>> bufs = [None]
+    >>> for _ in range(2):
+    ...     sgd([w], [2 * w], bufs, weight_decay=0.0, momentum=0.9, lr=0.1, dampening=0.0,
+    ...         nesterov=False, maximize=False)
+    >>> w, bufs[0]
+    (array([ 0.46, -0.92]), array([ 3.4, -6.8]))
+    """
+    functional_step("sgd", locals())
