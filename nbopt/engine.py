@@ -101,6 +101,17 @@ _NON_NUMERIC_OPTIONS = frozenset({"foreach", "fused", "capturable", "differentia
                                   "param_names", "line_search_fn", "initial_lr"})
 
 
+def check_grad_matches(where: str, param, shape, dtype) -> None:
+    """A gradient must have its parameter's shape and dtype (dense or sparse,
+    host or device): torch's RuntimeError otherwise."""
+    if tuple(shape) != tuple(param.shape):
+        raise RuntimeError(f"{where}: grad has shape {tuple(shape)} but the parameter has shape "
+                           f"{tuple(param.shape)}")
+    if dtype != param.dtype:
+        raise RuntimeError(f"{where}: grad has dtype {dtype} but the parameter has dtype "
+                           f"{param.dtype}")
+
+
 def read_only_message(where: str) -> str:
     return (f"{where} is read-only (its memory is not writeable, e.g. np.frombuffer of bytes or "
             "np.load(..., mmap_mode='r')); the optimizer updates parameters in place: pass a "
@@ -744,12 +755,7 @@ class FlatGroup:
         if not isinstance(g, np.ndarray):
             raise TypeError(f"{self._where(i)}: grad must be a numpy array or None, got "
                             f"{type(g).__name__} (sparse gradients are nbopt.SparseGrad objects)")
-        if g.shape != p.shape:
-            raise RuntimeError(f"{self._where(i)}: grad has shape {g.shape} but the parameter "
-                               f"has shape {p.shape}")
-        if g.dtype != p.dtype:
-            raise RuntimeError(f"{self._where(i)}: grad has dtype {g.dtype} but the parameter "
-                               f"has dtype {p.dtype}")
+        check_grad_matches(self._where(i), p, g.shape, g.dtype)
         if not p.flags.writeable:
             raise ValueError(read_only_message(self._where(i)))
         # The kernel reads and writes element by element: a gradient that is
@@ -778,12 +784,7 @@ class FlatGroup:
         g = as_sparse_grad(g)
         if g.device != "cpu":       # a DeviceSparseGrad: torch wants the param's device
             raise RuntimeError(same_device_message(where, g.device, "cpu"))
-        if g.shape != p.shape:
-            raise RuntimeError(
-                f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")
-        if g.dtype != p.dtype:
-            raise RuntimeError(
-                f"{where}: grad has dtype {g.dtype} but the parameter has dtype {p.dtype}")
+        check_grad_matches(where, p, g.shape, g.dtype)
         if self.spec.sparse is None:
             raise RuntimeError(sparse_rejection(self.spec))
         update = self.spec.sparse(group, p)

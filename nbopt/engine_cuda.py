@@ -34,14 +34,31 @@ import numpy as np
 from numba import cuda
 
 from . import config
-from .engine import OVERLAP_MESSAGE, FlatGroup, _chunks, read_only_message, sparse_rejection
+from .engine import (OVERLAP_MESSAGE, FlatGroup, _chunks, check_grad_matches, read_only_message,
+                     sparse_rejection)
 from .kernels import _cuda as cu
 from .parameter import DeviceParameter, as_sparse_grad, is_device_array, same_device_message
 from .registry import DENSIFY
 
 __all__ = ["DeviceFlatGroup", "DeviceLaunch"]
 
-_same_device_message = same_device_message     # the old name, imported elsewhere
+
+def check_device_grad(where: str, p, device: int, g) -> tuple:
+    """Validate dense gradient ``g`` of device parameter ``p`` on GPU
+    ``device``: a GPU array there, of ``p``'s shape and dtype, contiguous.
+    Returns ``(address, c_contiguous, f_contiguous)``; raises torch's errors
+    (a host array is "on cpu")."""
+    if not is_device_array(g):
+        if isinstance(g, np.ndarray):
+            raise RuntimeError(same_device_message(where, "cpu", p.device))
+        raise TypeError(f"{where}: grad must be a CUDA array or None, got "
+                        f"{type(g).__name__}")
+    shape, dtype, addr, c_contiguous, f_contiguous = cu.describe(g)
+    check_grad_matches(where, p, shape, dtype)
+    g_device = cu.device_of_address(addr)
+    if g_device != device:
+        raise RuntimeError(same_device_message(where, f"cuda:{g_device}", p.device))
+    return addr, c_contiguous, f_contiguous
 
 
 class DeviceLaunch:
@@ -183,21 +200,7 @@ class DeviceFlatGroup(FlatGroup):
         Returns ``(g, its device address)``."""
         p = self.params[i]
         where = self._where(i)
-        if not is_device_array(g):
-            if isinstance(g, np.ndarray):
-                raise RuntimeError(_same_device_message(where, "cpu", p.device))
-            raise TypeError(f"{where}: grad must be a CUDA array or None, got "
-                            f"{type(g).__name__}")
-        shape, dtype, addr, c_contiguous, f_contiguous = cu.describe(g)
-        if shape != p.shape:
-            raise RuntimeError(f"{where}: grad has shape {shape} but the parameter "
-                               f"has shape {p.shape}")
-        if dtype != p.dtype:
-            raise RuntimeError(f"{where}: grad has dtype {dtype} but the parameter "
-                               f"has dtype {p.dtype}")
-        g_device = cu.device_of_address(addr)
-        if g_device != self.device:
-            raise RuntimeError(_same_device_message(where, f"cuda:{g_device}", p.device))
+        addr, c_contiguous, f_contiguous = check_device_grad(where, p, self.device, g)
         if not p.flags.writeable:
             raise ValueError(read_only_message(where))
         # element k of the gradient's memory must be element k of the parameter's
@@ -224,12 +227,7 @@ class DeviceFlatGroup(FlatGroup):
         g = as_sparse_grad(g)
         if g.device != p.device:
             raise RuntimeError(same_device_message(where, g.device, p.device))
-        if g.shape != p.shape:
-            raise RuntimeError(
-                f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")
-        if g.dtype != p.dtype:
-            raise RuntimeError(
-                f"{where}: grad has dtype {g.dtype} but the parameter has dtype {p.dtype}")
+        check_grad_matches(where, p, g.shape, g.dtype)
         if self.spec.sparse is None:
             raise RuntimeError(sparse_rejection(self.spec))
         update = self.spec.sparse(group, p)

@@ -758,13 +758,9 @@ class DeviceSparseGrad(SparseGrad):
 
     def zero_(self) -> "DeviceSparseGrad":
         """Remove every entry (torch's ``zero_()``)."""
-        indices = np.zeros((self.sparse_dim, 0), np.int64)
-        indices.flags.writeable = False
-        self._indices = indices
-        self._values = _device_upload(np.zeros((0,) + tuple(self._values.shape[1:]), self.dtype),
-                                      self._device_index)
+        super().zero_()
+        self._values = _device_upload(self._values, self._device_index)
         self._d_indices = None
-        self._coalesced = True
         return self
 
     def __repr__(self) -> str:

@@ -25,7 +25,7 @@ from numba import cuda
 
 from .. import config
 from ..engine import param_where
-from ..engine_cuda import _on, _same_device_message
+from ..engine_cuda import _on, check_device_grad
 from ..kernels import _cuda as cu
 from ..kernels import lbfgs as k
 from ..parameter import is_device_array
@@ -279,21 +279,7 @@ class DeviceFlatParams:
         device groups do."""
         p = self.params[i]
         where = param_where(0, i)
-        if not is_device_array(g):
-            if isinstance(g, np.ndarray):
-                raise RuntimeError(_same_device_message(where, "cpu", p.device))
-            raise TypeError(f"{where}: grad must be a CUDA array or None, "
-                            f"got {type(g).__name__}")
-        shape, dtype, addr, c_contiguous, f_contiguous = cu.describe(g)
-        if shape != p.shape:
-            raise RuntimeError(f"{where}: grad has shape {shape} but the parameter "
-                               f"has shape {p.shape}")
-        if dtype != p.dtype:
-            raise RuntimeError(f"{where}: grad has dtype {dtype} but the parameter "
-                               f"has dtype {p.dtype}")
-        g_device = cu.device_of_address(addr)
-        if g_device != self.device:
-            raise RuntimeError(_same_device_message(where, f"cuda:{g_device}", p.device))
+        addr, c_contiguous, f_contiguous = check_device_grad(where, p, self.device, g)
         if not (c_contiguous or f_contiguous):
             raise ValueError(f"{where}: the gradient of a CUDA parameter must be C- or "
                              "F-contiguous; pass a contiguous copy")

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine import param_where
+from ..engine import check_grad_matches, param_where
 from ..optimizer import Optimizer
 from ..parameter import DeviceParameter, is_device_array
 from ._validation import check_tensor_lr, is_tensor
@@ -287,12 +287,7 @@ class _FlatParams:
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"{param_where(0, i)}: grad must be a numpy array or None, "
                                 f"got {type(g).__name__}")
-            if g.shape != p.shape:
-                raise RuntimeError(f"{param_where(0, i)}: grad has shape {g.shape} but the "
-                                   f"parameter has shape {p.shape}")
-            if g.dtype != p.dtype:
-                raise RuntimeError(f"{param_where(0, i)}: grad has dtype {g.dtype} but the "
-                                   f"parameter has dtype {p.dtype}")
+            check_grad_matches(param_where(0, i), p, g.shape, g.dtype)
             if self.direct[i] and g.flags.c_contiguous:
                 table[i, 0] = _address(g)
             else:

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine import check_state_array, check_state_scalar, param_where
+from ..engine import check_grad_matches, check_state_array, check_state_scalar, param_where
 from ..optimizer import Optimizer
 from ..parameter import (DeviceParameter, as_sparse_grad, is_device_array, is_sparse_grad,
                          param_device, same_device_message)
@@ -162,12 +162,7 @@ class SparseAdam(Optimizer):
         if p.dtype.kind != "f":
             raise TypeError(f"{where}: SparseAdam can only optimize floating point parameters, "
                             f"got dtype {p.dtype}")
-        if g.shape != p.shape:
-            raise RuntimeError(
-                f"{where}: grad has shape {g.shape} but the parameter has shape {p.shape}")
-        if g.dtype != p.dtype:
-            raise RuntimeError(
-                f"{where}: grad has dtype {g.dtype} but the parameter has dtype {p.dtype}")
+        check_grad_matches(where, p, g.shape, g.dtype)
         state = self.state.get(p)
         if state:
             for name in ("step",) + _MOMENTS:
