@@ -81,8 +81,40 @@ def test_averaging_and_fill_kernels_compile_to_ptx_without_float64_in_float32():
         pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
     assert out.returncode == 0, out.stdout + out.stderr
     for name in ("swa", "lerp", "fill"):
-        assert re.search(rf"^{name} +float32 .*float64 instructions: 0, fusable mul/add: 0$",
+        assert re.search(rf"^{name} +float32 .*float64 instructions: 0, fusable mul/add: 0,",
                          out.stdout, re.M), out.stdout
+
+
+@requires_numba_cuda
+def test_lbfgs_cuda_kernels_compile_to_ptx_without_float64_in_float32_or_contraction():
+    out = _run("ptx_check_lbfgs.py")
+    if out.returncode == 2:
+        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = {tuple(line.split()[:2]): line for line in out.stdout.splitlines()
+             if line.startswith("lbfgs_")}
+    names = ["gather", "add", "copy", "memory", "pass", "stats", "lanes", "permute"]
+    assert set(lines) == {(f"lbfgs_{n}", d) for n in names for d in ("float32", "float64")}
+    for (name, dtype), line in lines.items():
+        assert "fusable mul/add: 0" in line, line
+        if dtype == "float32" and name != "lbfgs_lanes":   # lanes sums in float64, as the CPU
+            assert "float64 instructions: 0," in line, line
+    # p + t d and the two-loop updates are single fused multiply-adds, as on the CPU
+    for name in ("lbfgs_add", "lbfgs_pass"):
+        assert int(re.search(r"fma: (\d+)", lines[(name, "float32")]).group(1)) > 0
+    assert out.stdout.rstrip().endswith("OK")
+
+
+@requires_numba_cuda
+def test_sparse_row_kernels_compile_to_ptx_without_float64_in_float32_or_contraction():
+    out = _run("ptx_sparse_check.py")
+    if out.returncode == 2:
+        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("sparse_adam", "adagrad_rows", "scatter_add"):
+        assert re.search(rf"^{name} +float32 .*float64 instructions: 0, fusable mul/add: 0,",
+                         out.stdout, re.M), out.stdout
+    assert "ptxas may fuse" not in out.stdout
 
 
 _FOREIGN = ("import numpy as np, nbopt\n"

@@ -2,48 +2,13 @@
 
 Tier 1 (the simulator) is tests/gpu/test_device_lbfgs.py, which
 tests/test_cuda_tiers.py runs in a subprocess with every tests/gpu/test_*.py.
-Here: tier 2, every kernel of nbopt/kernels/lbfgs.py compiled to PTX for
-compute capability 9.0 (tests/gpu/ptx_check_lbfgs.py, in a subprocess: it
-patches numba-cuda's device lookup), and the CPU path's independence from
-numba.cuda.
+Tier 2 (PTX) is in tests/test_cuda_tiers.py.  Here: the CPU path's
+independence from numba.cuda, and the element functions both paths share.
 """
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
-
-import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-try:
-    import numba_cuda  # noqa: F401
-    HAVE_NUMBA_CUDA = True
-except ImportError:
-    HAVE_NUMBA_CUDA = False
-
-
-@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed (the 'cuda' extra)")
-def test_lbfgs_cuda_kernels_compile_to_ptx_without_float64_in_float32_or_contraction():
-    out = subprocess.run([sys.executable, os.path.join(HERE, "gpu", "ptx_check_lbfgs.py")],
-                         capture_output=True, text=True, timeout=600)
-    if out.returncode == 2:
-        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
-    assert out.returncode == 0, out.stdout + out.stderr
-    lines = {tuple(line.split()[:2]): line for line in out.stdout.splitlines()
-             if line.startswith("lbfgs_")}
-    names = ["gather", "add", "copy", "memory", "pass", "stats", "lanes", "permute"]
-    assert set(lines) == {(f"lbfgs_{n}", d) for n in names for d in ("float32", "float64")}
-    for (name, dtype), line in lines.items():
-        assert "fusable mul/add: 0" in line, line
-        if dtype == "float32" and name != "lbfgs_lanes":
-            assert "float64 instructions: 0," in line, line
-    # p + t d and the two-loop updates are single fused multiply-adds, as on the CPU
-    for name in ("lbfgs_add", "lbfgs_pass"):
-        assert int(re.search(r"fma: (\d+)", lines[(name, "float32")]).group(1)) > 0
-    assert out.stdout.rstrip().endswith("OK")
 
 
 def test_cpu_lbfgs_never_imports_numba_cuda():

@@ -26,10 +26,14 @@ CC = (9, 0)
 FLOAT64 = re.compile(r"\.f64\b")
 # a float product or sum without explicit rounding, which ptxas may fuse
 CONTRACTIBLE = re.compile(r"^\s*(mul|add|sub)\.f(32|64)\b")
+FMA = re.compile(r"^\s*fma\.rn\.f(32|64)\b")
 
 
 def compile_ptx(kernel, args):
+    """PTX of ``kernel`` (a CudaKernel or a plain loop) for compute capability
+    9.0, for the types of ``args`` (values, or numba types)."""
     from numba import cuda
+    from numba.core.types import Type
     from numba.cuda import dispatcher
     from numba.cuda.typing.typeof import typeof
 
@@ -40,18 +44,25 @@ def compile_ptx(kernel, args):
 
     if hasattr(kernel, "get"):      # a CudaKernel (compiled lazily)
         kernel = kernel.get().py_func
-    signature = tuple(typeof(a) for a in args)
+    signature = tuple(a if isinstance(a, Type) else typeof(a) for a in args)
     with no_contraction():
         ptx, _ = cuda.compile_ptx(kernel, signature, cc=CC)
     return ptx
 
 
-def main(names) -> int:
+def nvvm_missing() -> bool:
+    """Print why and return True when NVVM is not installed."""
     try:
         from numba.cuda.cudadrv.nvvm import NVVM
         NVVM()
     except Exception as exc:  # noqa: BLE001
         print(f"NVVM is not available ({exc}): pip install 'numba-cuda[cu13]'")
+        return True
+    return False
+
+
+def main(names) -> int:
+    if nvvm_missing():
         return 2
     if names == ["--helpers"]:
         return helpers()
@@ -68,14 +79,16 @@ def main(names) -> int:
     return 1 if bad else 0
 
 
-def report(name, dtype, ptx) -> int:
-    """Print one kernel's PTX verdict; 1 if it fails."""
+def report(name, dtype, ptx, float64_allowed: bool = False) -> int:
+    """Print one kernel's PTX verdict; 1 if it fails (float64 in a float32
+    kernel, unless ``float64_allowed``; a product or sum ptxas may fuse)."""
     lines = ptx.splitlines()
     f64 = [line.strip() for line in lines if FLOAT64.search(line)]
     fusable = [line.strip() for line in lines if CONTRACTIBLE.search(line)]
-    wrong = dtype == np.float32 and bool(f64)
+    fmas = sum(1 for line in lines if FMA.search(line))
+    wrong = dtype == np.float32 and bool(f64) and not float64_allowed
     print(f"{name:8s} {dtype.__name__:7s} {len(lines):5d} PTX lines, "
-          f"float64 instructions: {len(f64)}, fusable mul/add: {len(fusable)}"
+          f"float64 instructions: {len(f64)}, fusable mul/add: {len(fusable)}, fma: {fmas}"
           + ("  <- float64 in a float32 kernel: " + "; ".join(f64[:3]) if wrong else "")
           + ("  <- ptxas may fuse: " + "; ".join(fusable[:3]) if fusable else ""))
     return int(wrong or bool(fusable))

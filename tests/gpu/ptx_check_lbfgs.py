@@ -14,18 +14,13 @@ Exits 1 on a failure, 2 if NVVM is missing.
 from __future__ import annotations
 
 import os
-import re
 import sys
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-CC = (9, 0)
-FLOAT64 = re.compile(r"\.f64\b")
-CONTRACTIBLE = re.compile(r"^\s*(mul|add|sub)\.f(32|64)\b")
-FMA = re.compile(r"^\s*fma\.rn\.f(32|64)\b")
+from gpu.ptx_check import compile_ptx, nvvm_missing, report  # noqa: E402
 
 
 def launch_args(name: str, dtype):
@@ -50,47 +45,17 @@ def launch_args(name: str, dtype):
     }[name]
 
 
-def compile_ptx(kernel, args):
-    from numba import cuda
-    from numba.cuda import dispatcher
-    from numba.cuda.typing.typeof import typeof
-
-    # device functions are compiled for the current device's compute
-    # capability; without a GPU, say 9.0 (as tests/gpu/ptx_check.py)
-    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
-    from nbopt.kernels._cuda import no_contraction
-
-    compiled = kernel.get()
-    signature = tuple(typeof(a) for a in args)
-    with no_contraction():
-        ptx, _ = cuda.compile_ptx(compiled.py_func, signature, cc=CC)
-    return ptx
-
-
 def main() -> int:
-    try:
-        from numba.cuda.cudadrv.nvvm import NVVM
-        NVVM()
-    except Exception as exc:  # noqa: BLE001
-        print(f"NVVM is not available ({exc}): pip install 'numba-cuda[cu13]'")
+    if nvvm_missing():
         return 2
     from nbopt.kernels.lbfgs import CUDA_KERNELS
 
     bad = 0
     for name, kernel in CUDA_KERNELS.items():
         for dtype in (np.float32, np.float64):
-            ptx = compile_ptx(kernel, launch_args(name, dtype))
-            lines = ptx.splitlines()
-            f64 = [line.strip() for line in lines if FLOAT64.search(line)]
-            fusable = [line.strip() for line in lines if CONTRACTIBLE.search(line)]
-            fmas = sum(1 for line in lines if FMA.search(line))
-            wrong = dtype == np.float32 and name != "lanes" and bool(f64)
-            bad += wrong + bool(fusable)
-            print(f"lbfgs_{name:8s} {dtype.__name__:7s} {len(lines):5d} PTX lines, "
-                  f"float64 instructions: {len(f64)}, fusable mul/add: {len(fusable)}, "
-                  f"fma: {fmas}"
-                  + ("  <- float64 in a float32 kernel: " + "; ".join(f64[:3]) if wrong else "")
-                  + ("  <- ptxas may fuse: " + "; ".join(fusable[:3]) if fusable else ""))
+            # lanes adds each chunk's lanes in float64, as the CPU does
+            bad += report(f"lbfgs_{name}", dtype, compile_ptx(kernel, launch_args(name, dtype)),
+                          float64_allowed=name == "lanes")
     print("FAILED" if bad else "OK")
     return 1 if bad else 0
 

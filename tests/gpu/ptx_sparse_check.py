@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from gpu.ptx_check import CC, CONTRACTIBLE, FLOAT64  # noqa: E402
+from gpu.ptx_check import compile_ptx, nvvm_missing, report  # noqa: E402
 
 
 def kernels(dtype):
@@ -40,41 +40,13 @@ def kernels(dtype):
     ]
 
 
-def compile_ptx(kernel, signature) -> str:
-    import types as pytypes
-
-    from numba import cuda
-    from numba.cuda import dispatcher
-
-    from nbopt.kernels._cuda import no_contraction
-
-    # device functions compile for the current device's compute capability;
-    # without a GPU, say 9.0 (as ptx_check.py does)
-    dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=CC)
-    with no_contraction():
-        ptx, _ = cuda.compile_ptx(kernel.get().py_func, signature, cc=CC)
-    return ptx
-
-
 def main() -> int:
-    try:
-        from numba.cuda.cudadrv.nvvm import NVVM
-        NVVM()
-    except Exception as exc:  # noqa: BLE001
-        print(f"NVVM is not available ({exc}): pip install 'numba-cuda[cu13]'")
+    if nvvm_missing():
         return 2
     bad = 0
     for dtype in (np.float32, np.float64):
         for name, kernel, signature in kernels(dtype):
-            lines = compile_ptx(kernel, signature).splitlines()
-            f64 = [line.strip() for line in lines if FLOAT64.search(line)]
-            fusable = [line.strip() for line in lines if CONTRACTIBLE.search(line)]
-            wrong = dtype == np.float32 and bool(f64)
-            bad += wrong + bool(fusable)
-            print(f"{name:12s} {dtype.__name__:7s} {len(lines):5d} PTX lines, "
-                  f"float64 instructions: {len(f64)}, fusable mul/add: {len(fusable)}"
-                  + ("  <- float64 in a float32 kernel: " + "; ".join(f64[:3]) if wrong else "")
-                  + ("  <- ptxas may fuse: " + "; ".join(fusable[:3]) if fusable else ""))
+            bad += report(name, dtype, compile_ptx(kernel, signature))
     return 1 if bad else 0
 
 
