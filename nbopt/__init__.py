@@ -4,15 +4,16 @@ The public names mirror ``torch.optim``: ``nbopt.Optimizer`` and the
 algorithms (``nbopt.SGD``, ``nbopt.Adam``, ``nbopt.AdamW``, ``nbopt.Adagrad``,
 ``nbopt.Adadelta``, ``nbopt.Adamax``, ``nbopt.ASGD``, ``nbopt.NAdam``,
 ``nbopt.RAdam``, ``nbopt.RMSprop``, ``nbopt.Rprop``, ``nbopt.SparseAdam``,
-``nbopt.LBFGS``), ``nbopt.lr_scheduler``, ``nbopt.swa_utils``, plus ``nbopt.Parameter`` (``nn.Parameter``),
+``nbopt.LBFGS``, ``nbopt.Adafactor``, ``nbopt.Muon``), ``nbopt.lr_scheduler``, ``nbopt.swa_utils``,
+plus ``nbopt.Parameter`` (``nn.Parameter``),
 ``nbopt.ParameterArena`` and ``nbopt.save`` / ``nbopt.load``.  Importing the
 package compiles nothing: kernels are compiled (or loaded from Numba's disk
 cache) the first time an algorithm steps.
 """
 from .checkpoint import load, save
 from .config import get_num_threads, set_flush_denormal, set_num_threads
-from .optim import (ASGD, LBFGS, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam,
-                    RMSprop, Rprop, SparseAdam)
+from .optim import (ASGD, LBFGS, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, Muon,
+                    NAdam, RAdam, RMSprop, Rprop, SparseAdam, swap_in_optimizer_params_and_state)
 from .optimizer import Optimizer
 from . import lr_scheduler  # noqa: E402  (needs Optimizer; as torch.optim.lr_scheduler)
 from . import nn, swa_utils  # noqa: E402
@@ -23,5 +24,7 @@ __version__ = "0.1.0"
 __all__ = ["Parameter", "DeviceParameter", "ParameterArena", "SparseGrad", "Optimizer", "SGD",
            "Adam", "AdamW",
            "Adagrad", "Adadelta", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop", "Rprop",
-           "SparseAdam", "LBFGS", "lr_scheduler", "nn", "swa_utils", "save", "load",
-           "set_num_threads", "get_num_threads", "set_flush_denormal"]
+           "SparseAdam", "LBFGS", "Adafactor", "Muon", "lr_scheduler", "nn", "swa_utils", "save",
+           "load",
+           "set_num_threads", "get_num_threads", "set_flush_denormal",
+           "swap_in_optimizer_params_and_state"]

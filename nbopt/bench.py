@@ -36,11 +36,20 @@ ALGORITHMS = {
     "RAdam": {"lr": 1e-3},
     "RMSprop": {"lr": 1e-2},
     "Rprop": {"lr": 1e-2},
+    "Adafactor": {"lr": 1e-2},
+    "Muon": {"lr": 2e-2},
 }
+# Algorithms that step matrices only (2-D parameters): they run on the
+# COUNTx(MxN) workloads, by default DEFAULT_MATRIX_SIZES, and only when named
+# (a Muon step over 100 1024 x 1024 matrices takes tens of seconds).
+MATRIX_ONLY = ("Muon",)
+DEFAULT_MATRIX_SIZES = ["100x(1024x1024)"]
 # The workloads of the performance targets.  COUNTxN: COUNT separate arrays of
-# N elements; "@arena": allocated in one ParameterArena; "@f64": float64;
-# "@newgrads": a new gradient array is assigned to every parameter before each
-# step (the README's loop), instead of gradients written in place.
+# N elements; COUNTx(MxN): COUNT separate M x N matrices (any number of dims,
+# for the algorithms that treat matrices as such: Adafactor); "@arena":
+# allocated in one ParameterArena; "@f64": float64; "@newgrads": a new
+# gradient array is assigned to every parameter before each step (the
+# README's loop), instead of gradients written in place.
 DEFAULT_SIZES = ["10M", "100x100k", "1000x1k@arena", "1000x1k", "1k", "10M@f64"]
 # --device cuda (nbopt/bench_cuda.py), which runs workload by workload: the
 # two with targets first, so that a run cut short still reports them
@@ -129,9 +138,11 @@ def bytes_per_element(n_state: int, dtype) -> int:
 
 def parse_workload(text: str) -> tuple[int, int, bool, str | None, bool]:
     """'1000x1k@arena' -> (1000, 1000, True, None, False); '10M@f64' -> (1, 10**7, False,
-    'float64', False); '1k@newgrads' -> (1, 1000, False, None, True)."""
+    'float64', False); '1k@newgrads' -> (1, 1000, False, None, True); '100x(1024x1024)'
+    -> (100, 1048576, False, None, False) (its shape: :func:`workload_shape`)."""
     base, *tags = text.split("@")
-    count, each = parse_size(base)
+    shape = workload_shape(text)
+    count, each = (shape[0], int(np.prod(shape[1]))) if shape else parse_size(base)
     arena = "arena" in tags
     new_grads = "newgrads" in tags
     dtype = "float64" if "f64" in tags else "float32" if "f32" in tags else None
@@ -143,6 +154,20 @@ def parse_workload(text: str) -> tuple[int, int, bool, str | None, bool]:
         raise argparse.ArgumentTypeError(f"{text!r}: an arena's gradients are written in "
                                          "place; @newgrads is for separate arrays")
     return count, each, arena, dtype, new_grads
+
+
+_MATRIX = re.compile(r"(\d+(?:\.\d+)?[kKmMgG]?)x\((.+)\)")
+
+
+def workload_shape(text: str) -> tuple[int, tuple[int, ...]] | None:
+    """'100x(1024x1024)@f64' -> (100, (1024, 1024)); None for a workload of
+    1-D arrays ('1000x1k')."""
+    m = _MATRIX.fullmatch(text.split("@")[0])
+    if not m:
+        return None
+    count = parse_size(m.group(1))[1]
+    dims = tuple(parse_size(d)[1] for d in m.group(2).split("x"))
+    return count, dims
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -187,7 +212,8 @@ def _interleaved_medians(fns: dict, repeat: int, budget: float = 3.0) -> dict:
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
-def _workload(count: int, each: int, dtype, seed: int = 0):
+def _workload(count: int, each, dtype, seed: int = 0):
+    """``count`` parameters and gradients of ``each`` elements (or shape)."""
     rng = np.random.default_rng(seed)
     values = [rng.standard_normal(each).astype(dtype) for _ in range(count)]
     grads = [rng.standard_normal(each).astype(dtype) for _ in range(count)]
@@ -208,11 +234,20 @@ def _with_new_grads(step, params, grad_sets):
     return run
 
 
+def adafactor_bytes(matrices: bool) -> int:
+    """Accesses per element Adafactor cannot avoid: it reads the parameter and
+    the gradient and writes the parameter (its row and column factors are
+    negligible); a vector (0-d/1-D) also reads and writes its variance."""
+    return 3 if matrices else 5
+
+
 def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repeat: int,
-              torch_modes: bool, arena: bool = False, new_grads: bool = False) -> dict:
+              torch_modes: bool, arena: bool = False, new_grads: bool = False,
+              shape: tuple | None = None) -> dict:
+    """``shape``: each parameter's shape (``each`` elements), else 1-D."""
     import nbopt
 
-    values, grads = _workload(count, each, dtype)
+    values, grads = _workload(count, shape or each, dtype)
     if arena:
         store = nbopt.ParameterArena(values, dtype=dtype)
         params = store.params
@@ -223,13 +258,21 @@ def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repea
         for p, g in zip(params, grads):
             p.grad = g
     opt = getattr(nbopt, name)(params, **options)
-    label = f"{count}x{each}" + ("@arena" if arena else "") + ("@newgrads" if new_grads else "")
+    label = (f"{count}x({'x'.join(map(str, shape))})" if shape else f"{count}x{each}") \
+        + ("@arena" if arena else "") + ("@newgrads" if new_grads else "")
     row = {"algorithm": name, "workload": label, "dtype": dtype, "elements": count * each}
     grad_sets = [grads, [g.copy() for g in grads]]
     fns = {"nbopt_s": _with_new_grads(opt.step, params, grad_sets) if new_grads else opt.step}
 
-    n_state = state_arrays(opt)
     total = count * each
+    if name == "Adafactor":
+        # the same streams with Adafactor's accesses: p, g -> p (matrices),
+        # p, g, variance -> p, variance (vectors)
+        n_state = 0 if shape is not None and len(shape) > 1 else 1
+        assert bytes_per_element(n_state, dtype) == adafactor_bytes(n_state == 0) * \
+            np.dtype(dtype).itemsize
+    else:
+        n_state = state_arrays(opt)
     flat = [np.ones(total, dtype) for _ in range(n_state + 2)]
     flat[1] *= 1e-9
     fns["floor_s"] = lambda: _STREAMS[n_state + 1](*flat)
@@ -250,6 +293,95 @@ def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repea
                 topt.step, tparams, [[torch.from_numpy(g) for g in gs] for gs in grad_sets])
     row.update(_interleaved_medians(fns, repeat))
     return row
+
+
+def bench_muon(options: dict, count: int, shape: tuple, dtype: str, repeat: int,
+               torch_modes: bool) -> dict:
+    """``nbopt.Muon`` over ``count`` matrices of ``shape``, next to
+    ``torch.optim.Muon`` (its only mode: no foreach or fused), with the share
+    of each step spent in the matrix products: nbopt's GEMM kernels (timed
+    around each call), and torch's Newton-Schulz function (its matrix
+    products plus one norm).  A step takes seconds, so each side runs one
+    untimed step (compilation, state) and then ``min(repeat, 3)`` timed
+    rounds, alternating; the medians are reported."""
+    import nbopt
+    from nbopt.kernels import muon as kernels
+
+    values, grads = _workload(count, shape, dtype)
+    params = [nbopt.Parameter(v.copy()) for v in values]
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt = nbopt.Muon(params, **options)
+    label = f"{count}x({'x'.join(map(str, shape))})"
+    row = {"algorithm": "Muon", "workload": label, "dtype": dtype,
+           "elements": count * int(np.prod(shape))}
+    torch_step = None
+    ns_seconds = [0.0]
+    if torch_modes:
+        import torch
+        import torch.optim._muon as torch_muon
+
+        tparams = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
+        for t, g in zip(tparams, grads):
+            t.grad = torch.from_numpy(g)
+        topt = torch.optim.Muon(tparams, **options)
+        original = torch_muon._zeropower_via_newtonschulz
+
+        def timed_ns(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                ns_seconds[0] += time.perf_counter() - start
+
+        def step_with_timed_ns():
+            torch_muon._zeropower_via_newtonschulz = timed_ns
+            try:
+                topt.step()
+            finally:
+                torch_muon._zeropower_via_newtonschulz = original
+        torch_step = step_with_timed_ns
+
+    opt.step()
+    if torch_step:
+        torch_step()
+    ours, ours_mm, theirs, theirs_ns = [], [], [], []
+    for _ in range(max(1, min(repeat, 3))):
+        kernels.matmul_seconds[0] = 0.0
+        kernels._PROFILE[0] = True
+        try:
+            start = time.perf_counter()
+            opt.step()
+            ours.append(time.perf_counter() - start)
+        finally:
+            kernels._PROFILE[0] = False
+        ours_mm.append(kernels.matmul_seconds[0] / ours[-1])
+        if torch_step:
+            ns_seconds[0] = 0.0
+            start = time.perf_counter()
+            torch_step()
+            theirs.append(time.perf_counter() - start)
+            theirs_ns.append(ns_seconds[0] / theirs[-1])
+    row["nbopt_s"] = float(np.median(ours))
+    row["matmul_fraction"] = float(np.median(ours_mm))
+    if theirs:
+        row["torch_s"] = float(np.median(theirs))
+        row["torch_newton_schulz_fraction"] = float(np.median(theirs_ns))
+        row["torch_over_nbopt"] = row["torch_s"] / row["nbopt_s"]
+    return row
+
+
+def _muon_line(row: dict) -> str:
+    def fmt(s: float) -> str:
+        return f"{s:.3f} s" if s >= 1 else _fmt_time(s).strip()
+
+    line = (f"{row['algorithm']:<10}{row['workload']:>17}{'f' + row['dtype'][5:]:>8}"
+            f"{fmt(row['nbopt_s']):>13}  {row['matmul_fraction']:.0%} in matrix products")
+    if "torch_s" in row:
+        line += (f"; torch {fmt(row['torch_s'])} "
+                 f"({row['torch_newton_schulz_fraction']:.0%} in Newton-Schulz), "
+                 f"torch/nbopt {row['torch_over_nbopt']:.2f}x")
+    return line
 
 
 _FIRST_STEP = """
@@ -274,6 +406,14 @@ cpu_target.target_context.refresh()
 t2 = time.perf_counter()
 opt.step()""").replace("print(time.perf_counter() - t1)",
                        "print(time.perf_counter() - t1, t2 - t1)")
+
+
+def _matrix_if_needed(name: str, code: str) -> str:
+    """The first-step script with a 25 x 40 parameter (1000 elements) for the
+    algorithms that step matrices only."""
+    if name not in MATRIX_ONLY:
+        return code
+    return code.replace("(1000, np.float32)", "((25, 40), np.float32)")
 
 
 def _run_python(code: str, env: dict | None = None) -> str:
@@ -302,10 +442,10 @@ def measure_startup(name: str = "Adam") -> dict:
     row["import_extra_s"] = row["import_nbopt_s"] - row["import_numba_s"]
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        code = _FIRST_STEP.format(name=name)
+        code = _matrix_if_needed(name, _FIRST_STEP.format(name=name))
         row["first_step_cold_s"] = float(_run_python(code, env))
-        runs = [tuple(map(float, _run_python(_FIRST_STEP_SPLIT.format(name=name), env).split()))
-                for _ in range(3)]
+        split = _matrix_if_needed(name, _FIRST_STEP_SPLIT.format(name=name))
+        runs = [tuple(map(float, _run_python(split, env).split())) for _ in range(3)]
     total, numba_part = min(runs)
     row["first_step_cached_s"] = total
     row["numba_startup_s"] = numba_part
@@ -320,8 +460,11 @@ def _fmt_time(s: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbopt bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
-                        help="comma-separated class names (default: %(default)s)")
+    parser.add_argument("--algorithms",
+                        default=",".join(n for n in ALGORITHMS if n not in MATRIX_ONLY),
+                        help="comma-separated class names (default: %(default)s; also "
+                             f"{', '.join(MATRIX_ONLY)}, on {','.join(DEFAULT_MATRIX_SIZES)} "
+                             "unless --sizes has COUNTx(MxN) workloads)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="cuda: device parameters on the current GPU against a CUDA "
                              "floor kernel and torch's CUDA optimizers (needs numba-cuda; "
@@ -329,6 +472,7 @@ def main(argv=None) -> int:
                              "timings) (default: %(default)s)")
     parser.add_argument("--sizes",
                         help="comma-separated workloads: N or COUNTxN with k/M suffixes, "
+                             "COUNTx(MxN) for COUNT m x n matrices (any number of dims), "
                              "optionally @arena (one ParameterArena), @f64, and "
                              "@newgrads (new gradient arrays assigned before every step, "
                              f"reported without a target) (default: {','.join(DEFAULT_SIZES)}; "
@@ -349,9 +493,15 @@ def main(argv=None) -> int:
         parser.error(f"unknown algorithm(s) {unknown}; choose from {sorted(ALGORITHMS)}")
     on_gpu = args.device == "cuda"
     sizes = args.sizes or ",".join(DEFAULT_CUDA_SIZES if on_gpu else DEFAULT_SIZES)
-    workloads = [parse_workload(s.strip()) for s in sizes.split(",") if s.strip()]
+    sizes = [s.strip() for s in re.split(r",(?![^(]*\))", sizes) if s.strip()]
+    if any(n in MATRIX_ONLY for n in names) and not any(workload_shape(s) for s in sizes):
+        sizes += DEFAULT_MATRIX_SIZES
+    workloads = [parse_workload(s) for s in sizes]
+    shapes = [workload_shape(s) for s in sizes]
     if args.repeat is None:
         args.repeat = 20 if on_gpu else 30
+    if on_gpu and ({"Adafactor", "Muon"} & set(names) or any(shapes)):
+        parser.error("--device cuda: Adafactor, Muon and COUNTx(MxN) workloads are CPU-only")
     if on_gpu:
         try:
             from nbopt.bench_cuda import run, unavailable
@@ -381,12 +531,22 @@ def main(argv=None) -> int:
               f"{'nbopt/floor':>12}{'target':>10}")
     if torch_modes:
         header += f"{'torch best':>12}{'(mode)':>9}{'torch/nbopt':>12}{'target':>8}"
-    print(header)
+    if any(n not in MATRIX_ONLY for n in names):
+        print(header)
     for name in names:
-        for count, each, arena, dtype, new_grads in workloads:
+        for (count, each, arena, dtype, new_grads), shape in zip(workloads, shapes):
             dtype = dtype or args.dtype
+            if name in MATRIX_ONLY:
+                if shape and len(shape[1]) == 2:
+                    row = bench_muon(ALGORITHMS[name], shape[0], shape[1], dtype, args.repeat,
+                                     torch_modes)
+                    rows.append(row)
+                    print(_muon_line(row), flush=True)
+                continue
+            if shape and name != "Adafactor":
+                continue            # matrices are Adafactor's; the others see elements
             row = bench_one(name, ALGORITHMS[name], count, each, dtype, args.repeat,
-                            torch_modes, arena, new_grads)
+                            torch_modes, arena, new_grads, shape[1] if shape else None)
             ratio = row["nbopt_s"] / row["floor_s"]
             if new_grads:       # measured, no target: the targets assume in-place gradients
                 row["target"], row["target_met"] = None, None

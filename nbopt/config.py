@@ -23,6 +23,16 @@ reads them at every step).
     package directory is not writable Numba falls back to a user cache
     directory (``NUMBA_CACHE_DIR`` chooses one); if none is writable the
     kernels are compiled in memory at every start.
+``TORCH_THREADS`` (``NBOPT_TORCH_THREADS``, default: the CPUs this process may use)
+    The intra-op thread count of the torch whose numbers Adafactor
+    reproduces: torch splits a single ``mean(dim=-2)`` over 32768 rows or more
+    across its threads, which sets the summation order (torch's default
+    is the number of physical cores).
+``ADAFACTOR_STORE_LIMIT`` (``NBOPT_ADAFACTOR_STORE_LIMIT``, default 1048576)
+    Adafactor keeps a parameter's update between its norm and its
+    application (a per-thread buffer of this many elements) when a thread
+    steps the parameter whole and it has at most this many elements; larger
+    ones recompute it (two divisions and a square root per element).
 
 **Threading layers.**  Steps that reach ``PARALLEL_THRESHOLD`` run
 ``parallel=True`` kernels on Numba's threading layer (``NUMBA_THREADING_LAYER``;
@@ -71,6 +81,17 @@ CHUNK_SIZE: int = max(1, _env_int("NBOPT_CHUNK_SIZE", 1 << 15))
 CACHE: bool = _env_int("NBOPT_CACHE", 1) != 0
 CUDA_THREADS: int = max(1, _env_int("NBOPT_CUDA_THREADS", 256))
 CUDA_CHUNK_SIZE: int = max(1, _env_int("NBOPT_CUDA_CHUNK_SIZE", 1 << 12))
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not Linux
+        return os.cpu_count() or 1
+
+
+TORCH_THREADS: int = max(1, _env_int("NBOPT_TORCH_THREADS", _cpus()))
+ADAFACTOR_STORE_LIMIT: int = max(0, _env_int("NBOPT_ADAFACTOR_STORE_LIMIT", 1 << 20))
 
 
 def set_num_threads(n: int) -> None:

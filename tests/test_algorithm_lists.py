@@ -30,7 +30,7 @@ def api_classes() -> dict[str, type]:
 
 
 # kernels modules that serve something other than an element-wise optimizer
-NOT_ELEMENTWISE = {"averaging", "lbfgs", "sparse_adam"}
+NOT_ELEMENTWISE = {"averaging", "lbfgs", "sparse_adam", "muon", "adafactor"}
 
 
 def kernel_modules() -> set[str]:
@@ -66,7 +66,8 @@ def test_benchmarks_cover_every_algorithm():
     asv = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(asv)
     assert {name for name, _ in asv.ALGORITHMS} == set(api_classes())
-    assert set(BENCH) == set(api_classes())
+    # nbopt/bench.py steps every element-wise algorithm, and the others it has workloads for
+    assert set(api_classes()) <= set(BENCH) <= set(all_optimizers())
     # the others have suites of their own, with the workloads that suit them
     others = set(all_optimizers()) - set(api_classes())
     suites = ""

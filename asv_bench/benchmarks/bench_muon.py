@@ -1,0 +1,53 @@
+"""One ``nbopt.Muon`` step over matrices (its parameters are 2-D).
+
+The workloads follow ``python -m nbopt bench --algorithms Muon``
+(``COUNTx(MxN)``: COUNT separate m x n matrices), scaled down so that a
+sample takes well under asv's timeout: the step's cost is the bfloat16
+Newton-Schulz matrix products, O(m * n * min(m, n)) per matrix.  The options
+are ``nbopt/bench.py``'s.
+"""
+import numpy as np
+
+import nbopt
+
+OPTIONS = {"lr": 2e-2}
+
+# workload -> (number of matrices, shape of each)
+WORKLOADS = {
+    # mid-sized square layers
+    "10x(256x256)": (10, (256, 256)),
+    # one large square layer (the CLI bench steps 100 of them)
+    "1x(1024x1024)": (1, (1024, 1024)),
+    # a tall MLP projection: the transposed iteration
+    "2x(1536x512)": (2, (1536, 512)),
+    # many small matrices: per-parameter overhead and torch's fallback GEMM paths
+    "200x(16x32)": (200, (16, 32)),
+}
+
+_LAST = {}
+
+
+class Step:
+    """``opt.step()`` of ``nbopt.Muon``, steady state (see bench_step.Step)."""
+
+    params = [["float32", "float64"], list(WORKLOADS)]
+    param_names = ["dtype", "workload"]
+    timeout = 300
+
+    def setup(self, dtype, workload):
+        key = (dtype, workload)
+        if key not in _LAST:
+            _LAST.clear()
+            count, shape = WORKLOADS[workload]
+            rng = np.random.default_rng(0)
+            params = [nbopt.Parameter(rng.standard_normal(shape).astype(dtype))
+                      for _ in range(count)]
+            for p in params:
+                p.grad = rng.standard_normal(shape).astype(dtype)
+            _LAST[key] = nbopt.Muon(params, **OPTIONS)
+        self.opt = _LAST[key]
+        # the first step compiles (or loads from Numba's cache) the kernels
+        self.opt.step()
+
+    def time_step(self, dtype, workload):
+        self.opt.step()
