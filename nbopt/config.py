@@ -28,6 +28,17 @@ reads them at every step).
     reproduces: torch splits a single ``mean(dim=-2)`` over 32768 rows or more
     across its threads, which sets the summation order (torch's default
     is the number of physical cores).
+``MUON_PRODUCTS`` (``NBOPT_MUON_PRODUCTS``, default ``"torch"``)
+    How Muon multiplies its bfloat16 matrices.  ``"torch"``: compiled
+    products that add their float32 sums in torch's CPU order (oneDNN's AMX
+    and AVX512-BF16 kernels, the cpublas fallbacks): bit for bit torch's
+    update on CPUs with AMX-BF16.  ``"blas"``: NumPy's float32 BLAS on the
+    bfloat16 values, each result rounded to bfloat16 where torch rounds it:
+    about 4x faster on large matrices, but the sums are added in BLAS's
+    order, so some products differ from torch's in their last bfloat16 bit
+    and the update differs from torch's by bfloat16 noise (up to about 2 %
+    of its largest entry, as far as torch's own update is from the exact
+    iteration).  See :mod:`nbopt.kernels.muon`.
 ``ADAFACTOR_STORE_LIMIT`` (``NBOPT_ADAFACTOR_STORE_LIMIT``, default 1048576)
     Adafactor keeps a parameter's update between its norm and its
     application (a per-thread buffer of this many elements) when a thread
@@ -92,6 +103,10 @@ def _cpus() -> int:
 
 TORCH_THREADS: int = max(1, _env_int("NBOPT_TORCH_THREADS", _cpus()))
 ADAFACTOR_STORE_LIMIT: int = max(0, _env_int("NBOPT_ADAFACTOR_STORE_LIMIT", 1 << 20))
+MUON_PRODUCTS: str = os.environ.get("NBOPT_MUON_PRODUCTS", "").strip() or "torch"
+if MUON_PRODUCTS not in ("blas", "torch"):
+    raise ValueError("environment variable NBOPT_MUON_PRODUCTS must be 'blas' or 'torch', "
+                     f"got {MUON_PRODUCTS!r}")
 
 
 def set_num_threads(n: int) -> None:

@@ -281,11 +281,12 @@ class Muon(Optimizer):
             Re-evaluates the model and returns the loss; called once before the
             update, and its value is returned.
         """
-        from ..kernels.muon import muon_step
+        from ..kernels.muon import muon_step, products_mode
 
         loss = None
         if closure is not None:
             loss = closure()
+        products = products_mode()
         work = []
         for gi, group in enumerate(self.param_groups):
             members = [(pos, p) for pos, p in enumerate(group["params"]) if p.grad is not None]
@@ -298,5 +299,5 @@ class Muon(Optimizer):
         for p, group, lr in work:
             g = p.grad
             buf = self._buffer(p, g, self.state[p])
-            muon_step(p, g, buf, self._workspace(p.shape), group, lr)
+            muon_step(p, g, buf, self._workspace(p.shape), group, lr, products)
         return loss
