@@ -44,12 +44,14 @@ stepped whole by one thread (a "fused" task: its statistics, then the mean of
 Python computes it), then the update, its data still in the caches; U is
 kept in a per-thread buffer up to ``config.ADAFACTOR_STORE_LIMIT`` elements,
 recomputed beyond).  When one parameter outweighs a thread's share of the
-group, its work is split instead, in three phases with a barrier between
-them: (1) its statistics (rows, columns or vector chunks in parallel; the
-norm of p), (2) the mean of R, ``||U||`` and the coefficient (one thread: a
-lane-ordered reduction cannot be split), (3) the update in parallel chunks,
-U recomputed from g, R and C.  The host balances each phase's work items
-into one bin per thread.
+group, its work is split instead, in phases with a barrier between them:
+(1) its statistics (rows, columns or vector chunks in parallel; the norm of
+p), (2) the mean of R per batch, (3) U in parallel pieces, kept in a scratch
+array the size of the parameter (torch too makes U whole), (4) ``||U||``
+and the coefficient (one thread per parameter: a lane-ordered reduction
+cannot be split, and computing U inside it made a 10M-element step 2x
+slower), (5) the update in parallel pieces.  The host balances each phase's
+work items into one bin per thread.
 """
 from __future__ import annotations
 
@@ -551,79 +553,117 @@ def _phase1_task(task, desc, scal, keys, bases, state, pnorm, blk):
 
 
 @register_jitable(**_JIT)
-def _phase2_param(i, desc, scal, keys, sqrtn, bases, state, pnorm, coef, rmv, maximize,
-                  threads, acc, part, ubuf, lanes, tail, store):
-    """Mean of R, ||U|| and the step's coefficient of parameter ``i``.
-    ``store``: U is kept in ``ubuf`` (C order, ``numel`` elements) for
-    :func:`_param_update`; otherwise ``ubuf`` is a working buffer."""
+def _u_range(i, r0, r1, j0, j1, desc, scal, keys, bases, state, rmv, maximize, u, origin):
+    """U of rows ``r0:r1`` (of the flattened batches * m), columns ``j0:j1``
+    of parameter ``i`` (a 0-d/1-D one: elements ``j0:j1``, rows 0:1) into
+    ``u``, element ``(r, j)`` at ``r * n + j - origin`` (U's C order)."""
     key = keys[i]
     n_el = desc[i, NUMEL]
-    nb, m, n = desc[i, NB], desc[i, M], desc[i, N]
     g = carray(addr_to_ptr(desc[i, G_ADDR], state), n_el)
     one = cast_like(1.0, state)
     eps1_sq = cast_like(scal[key, S_EPS1SQ], state)
-    w = _lanes(state)
-    main = n_el - n_el % w
-    chunk = n_el if store else ubuf.shape[0]
-    lanes[:] = 0
-    ntail = 0
     if desc[i, FACTORED] == 1:
-        eps1 = cast_like(scal[key, S_EPS1], state)
+        m, n = desc[i, M], desc[i, N]
         offr, offc, ob = desc[i, OFF_A], desc[i, OFF_B], desc[i, OFF_BATCH]
         sm, sn = desc[i, S_M], desc[i, S_N]
-        for b in range(nb):
-            rm = mean_rows(state, offr + b * m, m, threads if nb == 1 else 1, acc, part)
-            if eps1 > rm:           # clamp_(min=eps1)
-                rm = eps1
-            rmv[ob + b] = rm
-        for b in range(nb):
+        for rr in range(r0, r1):
+            b, ii = rr // m, rr % m
             rm = rmv[ob + b]
-            col = state[offc + b * n:offc + (b + 1) * n]
-            for ii in range(m):
-                r = state[offr + b * m + ii]
-                base = bases[ob + b] + ii * sm
-                # U in C order, the row in pieces of at most len(ubuf)
-                for j0 in range(0, n, chunk):
-                    j1 = min(n, j0 + chunk)
-                    d0 = (b * m + ii) * n + j0
-                    ub = ubuf[d0:d0 + j1 - j0] if store else ubuf
-                    cc = col[j0:j1]
-                    if sn == 1:
-                        row = g[base + j0:base + j1]
-                        if maximize:
-                            for j in range(j1 - j0):
-                                ub[j] = factored_u(-row[j], r, cc[j], rm, eps1_sq, one)
-                        else:
-                            for j in range(j1 - j0):
-                                ub[j] = factored_u(row[j], r, cc[j], rm, eps1_sq, one)
-                    else:
-                        for j in range(j1 - j0):
-                            gv = g[base + (j0 + j) * sn]
-                            if maximize:
-                                gv = -gv
-                            ub[j] = factored_u(gv, r, cc[j], rm, eps1_sq, one)
-                    if not store:
-                        ntail += _feed(lanes, tail, ub, j1 - j0, d0, main, w)
-        if store:       # U whole, in C order: its lanes in one pass
-            ntail = _feed(lanes, tail, ubuf, n_el, 0, main, w)
+            r = state[offr + rr]
+            # views indexed from 0 (see sumsq_lanes)
+            cc = state[offc + b * n + j0:offc + b * n + j1]
+            ub = u[rr * n + j0 - origin:rr * n + j1 - origin]
+            base = bases[ob + b] + ii * sm
+            if sn == 1:
+                row = g[base + j0:base + j1]
+                if maximize:
+                    for j in range(j1 - j0):
+                        ub[j] = factored_u(-row[j], r, cc[j], rm, eps1_sq, one)
+                else:
+                    for j in range(j1 - j0):
+                        ub[j] = factored_u(row[j], r, cc[j], rm, eps1_sq, one)
+            else:
+                for j in range(j1 - j0):
+                    gv = g[base + (j0 + j) * sn]
+                    if maximize:
+                        gv = -gv
+                    ub[j] = factored_u(gv, r, cc[j], rm, eps1_sq, one)
     else:
         off = desc[i, OFF_A]
-        for k0 in range(0, n_el, chunk):
-            k1 = min(n_el, k0 + chunk)
-            v = state[off + k0:off + k1]
-            gg = g[k0:k1]
-            ub = ubuf[k0:k1] if store else ubuf
-            if maximize:
-                for k in range(k1 - k0):
-                    ub[k] = vector_u(-gg[k], v[k], eps1_sq, one)
+        v = state[off + j0:off + j1]
+        gg = g[j0:j1]
+        ub = u[j0 - origin:j1 - origin]
+        if maximize:
+            for k in range(j1 - j0):
+                ub[k] = vector_u(-gg[k], v[k], eps1_sq, one)
+        else:
+            for k in range(j1 - j0):
+                ub[k] = vector_u(gg[k], v[k], eps1_sq, one)
+
+
+@register_jitable(**_JIT)
+def _apply_range(i, r0, r1, j0, j1, desc, scal, keys, bases, coef, fused, u, origin, x_like):
+    """The update of rows ``r0:r1``, columns ``j0:j1`` of parameter ``i``
+    (as :func:`_u_range`) from its U in ``u``."""
+    key = keys[i]
+    n_el = desc[i, NUMEL]
+    p = carray(addr_to_ptr(desc[i, P_ADDR], x_like), n_el)
+    a = cast_like(coef[i], x_like)
+    decay = cast_like(scal[key, S_DECAY], x_like)
+    decay_on = scal[key, S_DECAY_ON] != 0.0
+    if desc[i, FACTORED] == 1:
+        m, n = desc[i, M], desc[i, N]
+        ob, sm, sn = desc[i, OFF_BATCH], desc[i, S_M], desc[i, S_N]
+        for rr in range(r0, r1):
+            b, ii = rr // m, rr % m
+            base = bases[ob + b] + ii * sm
+            ub = u[rr * n + j0 - origin:rr * n + j1 - origin]
+            if sn == 1:
+                prow = p[base + j0:base + j1]
+                for j in range(j1 - j0):
+                    prow[j] = apply_update(prow[j], ub[j], a, decay, decay_on, fused)
             else:
-                for k in range(k1 - k0):
-                    ub[k] = vector_u(gg[k], v[k], eps1_sq, one)
-            ntail += _feed(lanes, tail, ub, k1 - k0, k0, main, w)
-    unorm = math.sqrt(_finish_lanes(lanes, tail, ntail, w))
-    # torch's host arithmetic, in float64 as its Python computes it
-    # (float64 names of their own: a name that also held a float32 element
-    # would be typed float64 throughout and widen the element arithmetic)
+                for j in range(j1 - j0):
+                    k = base + (j0 + j) * sn
+                    p[k] = apply_update(p[k], ub[j], a, decay, decay_on, fused)
+    else:
+        pp = p[j0:j1]
+        ub = u[j0 - origin:j1 - origin]
+        for k in range(j1 - j0):
+            pp[k] = apply_update(pp[k], ub[k], a, decay, decay_on, fused)
+
+
+@register_jitable(**_JIT)
+def _shape_rows(i, desc):
+    """Parameter ``i`` as rows x columns of U: (batches * m, n), or (1, numel)."""
+    if desc[i, FACTORED] == 1:
+        return desc[i, NB] * desc[i, M], desc[i, N]
+    return 1, desc[i, NUMEL]
+
+
+@register_jitable(**_JIT)
+def _mean_r(i, desc, scal, keys, state, rmv, threads, acc, part):
+    """``max(mean(R, dim=-2), eps1)`` of every batch of parameter ``i`` (a
+    factored one), into ``rmv``."""
+    if desc[i, FACTORED] != 1:
+        return
+    eps1 = cast_like(scal[keys[i], S_EPS1], state)
+    nb, m = desc[i, NB], desc[i, M]
+    offr, ob = desc[i, OFF_A], desc[i, OFF_BATCH]
+    for b in range(nb):
+        rm = mean_rows(state, offr + b * m, m, threads if nb == 1 else 1, acc, part)
+        if eps1 > rm:           # clamp_(min=eps1)
+            rm = eps1
+        rmv[ob + b] = rm
+
+
+@register_jitable(**_JIT)
+def _coefficient(i, unorm, scal, keys, sqrtn, pnorm, coef):
+    """The step's ``-alpha / denom`` of parameter ``i`` from ``||U||``:
+    torch's host arithmetic, in float64 as its Python computes it (float64
+    names of their own: a name that also held a float32 element would be
+    typed float64 throughout and widen the element arithmetic)."""
+    key = keys[i]
     rms = pnorm[i] / sqrtn[i]
     eps2 = scal[key, S_EPS2]
     if not rms > eps2:          # max(eps2, rms)
@@ -641,97 +681,43 @@ def _phase2_param(i, desc, scal, keys, sqrtn, bases, state, pnorm, coef, rmv, ma
 
 
 @register_jitable(**_JIT)
-def _param_update(i, desc, scal, keys, bases, coef, ubuf, fused, x_like):
-    """Phase 3 of parameter ``i`` from its U kept in ``ubuf`` (C order)."""
-    key = keys[i]
+def _fused_param(i, desc, scal, keys, sqrtn, bases, state, pnorm, coef, rmv, maximize, fused,
+                 threads, acc, part, ubuf, lanes, tail, store):
+    """Phases 2 and 3 of parameter ``i`` by one thread.  ``store``: U is kept
+    whole in ``ubuf`` between its norm and the update; otherwise it is made
+    twice, a row piece of at most ``len(ubuf)`` at a time."""
     n_el = desc[i, NUMEL]
-    p = carray(addr_to_ptr(desc[i, P_ADDR], x_like), n_el)
-    a = cast_like(coef[i], x_like)
-    decay = cast_like(scal[key, S_DECAY], x_like)
-    decay_on = scal[key, S_DECAY_ON] != 0.0
-    if desc[i, FACTORED] == 1:
-        m, n = desc[i, M], desc[i, N]
-        ob, sm, sn = desc[i, OFF_BATCH], desc[i, S_M], desc[i, S_N]
-        for rr in range(desc[i, NB] * m):
-            b, ii = rr // m, rr % m
-            base = bases[ob + b] + ii * sm
-            u = ubuf[rr * n:(rr + 1) * n]
-            if sn == 1:
-                prow = p[base:base + n]
-                for j in range(n):
-                    prow[j] = apply_update(prow[j], u[j], a, decay, decay_on, fused)
-            else:
-                for j in range(n):
-                    k = base + j * sn
-                    p[k] = apply_update(p[k], u[j], a, decay, decay_on, fused)
+    w = _lanes(state)
+    main = n_el - n_el % w
+    _mean_r(i, desc, scal, keys, state, rmv, threads, acc, part)
+    rows, n = _shape_rows(i, desc)
+    lanes[:] = 0
+    if store:
+        _u_range(i, 0, rows, 0, n, desc, scal, keys, bases, state, rmv, maximize, ubuf, 0)
+        ntail = _feed(lanes, tail, ubuf, n_el, 0, main, w)
     else:
-        for k in range(n_el):
-            p[k] = apply_update(p[k], ubuf[k], a, decay, decay_on, fused)
-
-
-@register_jitable(**_JIT)
-def _phase3_task(task, desc, scal, keys, bases, state, coef, rmv, maximize, fused):
-    _phase3_range(task[0], task[1], task[2], task[3], task[4], desc, scal, keys, bases, state,
-                  coef, rmv, maximize, fused)
-
-
-@register_jitable(**_JIT)
-def _phase3_range(i, r0, r1, j0, j1, desc, scal, keys, bases, state, coef, rmv, maximize,
-                  fused):
-    """The update of rows ``r0:r1``, columns ``j0:j1`` of parameter ``i``
-    (a 0-d/1-D one: elements ``j0:j1``), U recomputed from g, R and C."""
-    key = keys[i]
-    n_el = desc[i, NUMEL]
-    p = carray(addr_to_ptr(desc[i, P_ADDR], state), n_el)
-    g = carray(addr_to_ptr(desc[i, G_ADDR], state), n_el)
-    one = cast_like(1.0, state)
-    eps1_sq = cast_like(scal[key, S_EPS1SQ], state)
-    a = cast_like(coef[i], state)
-    decay = cast_like(scal[key, S_DECAY], state)
-    decay_on = scal[key, S_DECAY_ON] != 0.0
-    if desc[i, FACTORED] == 1:
-        m, n = desc[i, M], desc[i, N]
-        offr, offc, ob = desc[i, OFF_A], desc[i, OFF_B], desc[i, OFF_BATCH]
-        sm, sn = desc[i, S_M], desc[i, S_N]
-        for rr in range(r0, r1):
-            b, ii = rr // m, rr % m
-            rm = rmv[ob + b]
-            r = state[offr + rr]
-            col = state[offc + b * n:offc + (b + 1) * n]
-            base = bases[ob + b] + ii * sm
-            if sn == 1:
-                # views indexed from 0 (see sumsq_lanes)
-                grow = g[base + j0:base + j1]
-                prow = p[base + j0:base + j1]
-                cc = col[j0:j1]
-                if maximize:
-                    for j in range(j1 - j0):
-                        u = factored_u(-grow[j], r, cc[j], rm, eps1_sq, one)
-                        prow[j] = apply_update(prow[j], u, a, decay, decay_on, fused)
-                else:
-                    for j in range(j1 - j0):
-                        u = factored_u(grow[j], r, cc[j], rm, eps1_sq, one)
-                        prow[j] = apply_update(prow[j], u, a, decay, decay_on, fused)
-            else:
-                for j in range(j0, j1):
-                    k = base + j * sn
-                    x = g[k]
-                    if maximize:
-                        x = -x
-                    u = factored_u(x, r, col[j], rm, eps1_sq, one)
-                    p[k] = apply_update(p[k], u, a, decay, decay_on, fused)
+        chunk = ubuf.shape[0]
+        ntail = 0
+        for rr in range(rows):
+            for j0 in range(0, n, chunk):
+                j1 = min(n, j0 + chunk)
+                d0 = rr * n + j0
+                _u_range(i, rr, rr + 1, j0, j1, desc, scal, keys, bases, state, rmv,
+                         maximize, ubuf, d0)
+                ntail += _feed(lanes, tail, ubuf, j1 - j0, d0, main, w)
+    _coefficient(i, math.sqrt(_finish_lanes(lanes, tail, ntail, w)), scal, keys, sqrtn,
+                 pnorm, coef)
+    if store:
+        _apply_range(i, 0, rows, 0, n, desc, scal, keys, bases, coef, fused, ubuf, 0, state)
     else:
-        off = desc[i, OFF_A]
-        v = state[off + j0:off + j1]
-        gg, pp = g[j0:j1], p[j0:j1]
-        if maximize:
-            for k in range(j1 - j0):
-                u = vector_u(-gg[k], v[k], eps1_sq, one)
-                pp[k] = apply_update(pp[k], u, a, decay, decay_on, fused)
-        else:
-            for k in range(j1 - j0):
-                u = vector_u(gg[k], v[k], eps1_sq, one)
-                pp[k] = apply_update(pp[k], u, a, decay, decay_on, fused)
+        for rr in range(rows):
+            for j0 in range(0, n, chunk):
+                j1 = min(n, j0 + chunk)
+                d0 = rr * n + j0
+                _u_range(i, rr, rr + 1, j0, j1, desc, scal, keys, bases, state, rmv,
+                         maximize, ubuf, d0)
+                _apply_range(i, rr, rr + 1, j0, j1, desc, scal, keys, bases, coef, fused,
+                             ubuf, d0, state)
 
 
 @register_jitable(**_JIT)
@@ -743,32 +729,34 @@ def _raw(a, offset, n):
 
 
 def adafactor_group(desc, scal, keys, sqrtn, bases, tasks1, bins1, params2, bins2, tasks3, bins3,
-                    state, pnorm, coef, rmv, work, layout, maximize, fused, threads):
+                    state, pnorm, coef, rmv, work, layout, ustore, uoff, maximize, fused,
+                    threads):
     """One step of every parameter of a (group, dtype): see the module
     docstring.
 
     ``desc``: the parameter table (DESC_COLUMNS); ``scal``: the scalar
     rows (SCALAR_COLUMNS), ``keys``: each parameter's row; ``sqrtn``: each
     parameter's ``numel ** 0.5``; ``bases``: the memory offset of every batch;
-    ``tasks1``/``params2``/``tasks3``: the work items of the three phases,
-    each grouped in bins (``bins*``: start offsets, one bin per thread);
+    ``tasks1``/``params2``/``tasks3``: the work items of the phases, each
+    grouped in bins (``bins*``: start offsets, one bin per thread);
     ``state``: the flat state (row and column factors, variances); ``pnorm``
     and ``coef`` (float64, per parameter), ``rmv`` (per batch): scratch;
     ``work``: per-bin scratch rows (:func:`work_width`), ``layout``: the
-    lengths of their U buffer and phase-1 block; ``threads``: torch's thread
-    count (``config.TORCH_THREADS``).
+    lengths of their U buffer and phase-1 block; ``ustore``: U of the split
+    parameters, parameter ``i``'s from ``uoff[i]``; ``threads``: torch's
+    thread count (``config.TORCH_THREADS``).
 
     A fused phase-1 task ``(kind, i, store, rows, columns)`` steps parameter
-    ``i`` whole, keeping U (``store``: ``ubuf`` holds ``numel`` elements) or
-    recomputing it in its phase 3 (``rows`` x ``columns``: a matrix's
-    batches * m x n, a vector's 1 x numel).
+    ``i`` whole (:func:`_fused_param`).  A split parameter's U is made in
+    parallel pieces (``tasks3``: ``(i, r0, r1, j0, j1)``) into ``ustore``;
+    only its 8-lane norm, one thread per parameter, is serial.
     """
     sv = _raw(state, 0, state.size)
     width = work.shape[1]
     u_n, blk_n = layout[0], layout[1]
     tn = max(threads, 1)
     # phase 1: norms of p, row/column statistics, variances; a fused task
-    # also does its parameter's phases 2 and 3 right after (its data still
+    # also does its parameter's other phases right after (its data still
     # in the caches)
     for bi in prange(bins1.shape[0] - 1):
         row = bi * width
@@ -783,31 +771,43 @@ def adafactor_group(desc, scal, keys, sqrtn, bases, tasks1, bins1, params2, bins
             task = tasks1[t]
             _phase1_task(task, desc, scal, keys, bases, sv, pnorm, blk)
             if task[0] >= T_FUSED_MATRIX:
-                i = task[1]
-                store = task[2] != 0
-                _phase2_param(i, desc, scal, keys, sqrtn, bases, sv, pnorm, coef, rmv,
-                              maximize, threads, acc, part, ubuf, lanes, tail, store)
-                if store:
-                    _param_update(i, desc, scal, keys, bases, coef, ubuf, fused, sv)
-                else:
-                    _phase3_range(i, 0, task[3], 0, task[4], desc, scal, keys, bases, sv, coef,
-                                  rmv, maximize, fused)
-    # phase 2 of the other parameters: mean(R), ||U|| and the coefficient
+                _fused_param(task[1], desc, scal, keys, sqrtn, bases, sv, pnorm, coef, rmv,
+                             maximize, fused, threads, acc, part, ubuf, lanes, tail,
+                             task[2] != 0)
+    # the split parameters: mean(R) per batch
     for bi in prange(bins2.shape[0] - 1):
         row = bi * width
-        ubuf = _raw(work, row, u_n)
-        lanes = _raw(work, row + u_n, 8)
-        tail = _raw(work, row + u_n + 8, 8)
         acc = carray(addr_to_ptr(work.ctypes.data + (row + u_n + 16) * work.itemsize, work),
                      (4, 4, 8))
         part = _raw(work, row + u_n + 144, tn)
         for t in range(bins2[bi], bins2[bi + 1]):
-            _phase2_param(params2[t], desc, scal, keys, sqrtn, bases, sv, pnorm, coef, rmv,
-                          maximize, threads, acc, part, ubuf, lanes, tail, False)
-    # phase 3 of the other parameters: the element-wise update
+            _mean_r(params2[t], desc, scal, keys, sv, rmv, threads, acc, part)
+    # U, in pieces
     for bi in prange(bins3.shape[0] - 1):
         for t in range(bins3[bi], bins3[bi + 1]):
-            _phase3_task(tasks3[t], desc, scal, keys, bases, sv, coef, rmv, maximize, fused)
+            i = tasks3[t, 0]
+            _u_range(i, tasks3[t, 1], tasks3[t, 2], tasks3[t, 3], tasks3[t, 4], desc, scal,
+                     keys, bases, sv, rmv, maximize, _raw(ustore, uoff[i], desc[i, NUMEL]), 0)
+    # ||U|| (torch's lane order: one thread per parameter) and the coefficient
+    for bi in prange(bins2.shape[0] - 1):
+        row = bi * width
+        lanes = _raw(work, row + u_n, 8)
+        tail = _raw(work, row + u_n + 8, 8)
+        for t in range(bins2[bi], bins2[bi + 1]):
+            i = params2[t]
+            n_el = desc[i, NUMEL]
+            w = _lanes(sv)
+            lanes[:] = 0
+            ntail = _feed(lanes, tail, _raw(ustore, uoff[i], n_el), n_el, 0, n_el - n_el % w,
+                          w)
+            _coefficient(i, math.sqrt(_finish_lanes(lanes, tail, ntail, w)), scal, keys,
+                         sqrtn, pnorm, coef)
+    # the update, in pieces
+    for bi in prange(bins3.shape[0] - 1):
+        for t in range(bins3[bi], bins3[bi + 1]):
+            i = tasks3[t, 0]
+            _apply_range(i, tasks3[t, 1], tasks3[t, 2], tasks3[t, 3], tasks3[t, 4], desc, scal,
+                         keys, bases, coef, fused, _raw(ustore, uoff[i], desc[i, NUMEL]), 0, sv)
 
 
 def work_width(ubuf: int, block: int, threads: int) -> int:

@@ -327,7 +327,6 @@ class _Plan:
             t1.append((k.T_PNORM, r, 0, 0, 0))
             c1.append(numel)
             if row[k.FACTORED]:
-                widest = max(widest, n)
                 if row[k.S_N] == 1 or n == 1:
                     step = max(1, chunk // n)
                     for lo in range(0, nb * m, step):
@@ -362,7 +361,6 @@ class _Plan:
                         t3.append((r, lo, hi, j0, j1))
                         c3.append((hi - lo) * (j1 - j0))
             else:
-                widest = max(widest, numel)
                 for lo in range(0, numel, chunk):
                     hi = min(numel, lo + chunk)
                     t1.append((k.T_VECTOR, r, lo, hi, 0))
@@ -376,6 +374,12 @@ class _Plan:
         c2 = desc[split, k.NUMEL] + desc[split, k.NB] * desc[split, k.M]
         order, self.bins2 = _bins(c2, nbins)
         self.params2 = np.ascontiguousarray(split[order])
+        # U of the split parameters, made in parallel pieces before its norm
+        self.uoff = np.zeros(len(desc), np.int64)
+        sizes = desc[split, k.NUMEL]
+        self.uoff[split] = np.cumsum(sizes) - sizes
+        self.ustore_size = max(1, int(sizes.sum()))
+        self.ustore = None
         tasks3 = np.array(t3, np.int64).reshape(-1, 5)
         order, self.bins3 = _bins(np.array(c3, np.int64), nbins)
         self.tasks3 = np.ascontiguousarray(tasks3[order])
@@ -399,10 +403,12 @@ class _Plan:
         width = k.work_width(int(self.layout[0]), int(self.layout[1]), threads)
         if self.work is None or self.work.shape[1] != width:
             self.work = np.zeros((max(self.nbins, 1), width), flat.dtype)
+        if self.ustore is None:
+            self.ustore = np.empty(self.ustore_size, flat.dtype)
         self.kernel(self.desc, scal, self.uniform if keys is None else keys, self.sqrtn,
                     flat.bases, self.tasks1, self.bins1, self.params2, self.bins2, self.tasks3,
                     self.bins3, flat.buf, self.pnorm, self.coef, flat.rmv, self.work,
-                    self.layout, maximize, fused, threads)
+                    self.layout, self.ustore, self.uoff, maximize, fused, threads)
 
 
 class Adafactor(Optimizer):
