@@ -162,14 +162,10 @@ def _finish_lanes(lanes, tail, ntail, w):
     return s
 
 
-def _sumsq_lanes8(x, lo, n):
-    """sumsq_lanes for float32: 8 lanes, then 4 squares added, the rest fused."""
-    # a view indexed from 0: LLVM then drops NumPy's negative-index
-    # wraparound checks, which block vectorisation
-    y = x[lo:lo + n]
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = cast_like(0.0, x)
-    main = n - n % 8
-    for q in range(main // 8):
+def _lanes8(y, nblk, a0, a1, a2, a3, a4, a5, a6, a7):
+    """``a_l += y[8 q + l] ** 2`` for the first ``nblk`` blocks of 8: torch's
+    8 float32 lanes, one vector register."""
+    for q in range(nblk):
         k = 8 * q
         v0, v1, v2, v3 = y[k], y[k + 1], y[k + 2], y[k + 3]
         v4, v5, v6, v7 = y[k + 4], y[k + 5], y[k + 6], y[k + 7]
@@ -181,6 +177,29 @@ def _sumsq_lanes8(x, lo, n):
         a5 = a5 + v5 * v5
         a6 = a6 + v6 * v6
         a7 = a7 + v7 * v7
+    return a0, a1, a2, a3, a4, a5, a6, a7
+
+
+def _lanes4(y, nblk, a0, a1, a2, a3):
+    """The same with torch's 4 float64 lanes."""
+    for q in range(nblk):
+        k = 4 * q
+        v0, v1, v2, v3 = y[k], y[k + 1], y[k + 2], y[k + 3]
+        a0 = a0 + v0 * v0
+        a1 = a1 + v1 * v1
+        a2 = a2 + v2 * v2
+        a3 = a3 + v3 * v3
+    return a0, a1, a2, a3
+
+
+def _sumsq_lanes8(x, lo, n):
+    """sumsq_lanes for float32: 8 lanes, then 4 squares added, the rest fused."""
+    # a view indexed from 0: LLVM then drops NumPy's negative-index
+    # wraparound checks, which block vectorisation
+    y = x[lo:lo + n]
+    z = cast_like(0.0, x)
+    main = n - n % 8
+    a0, a1, a2, a3, a4, a5, a6, a7 = _lanes8(y, main // 8, z, z, z, z, z, z, z, z)
     s = a0 + a1
     s = s + a2
     s = s + a3
@@ -204,15 +223,9 @@ def _sumsq_lanes8(x, lo, n):
 def _sumsq_lanes4(x, lo, n):
     """sumsq_lanes for float64: 4 lanes, the rest fused."""
     y = x[lo:lo + n]
-    a0 = a1 = a2 = a3 = cast_like(0.0, x)
+    z = cast_like(0.0, x)
     main = n - n % 4
-    for q in range(main // 4):
-        k = 4 * q
-        v0, v1, v2, v3 = y[k], y[k + 1], y[k + 2], y[k + 3]
-        a0 = a0 + v0 * v0
-        a1 = a1 + v1 * v1
-        a2 = a2 + v2 * v2
-        a3 = a3 + v3 * v3
+    a0, a1, a2, a3 = _lanes4(y, main // 4, z, z, z, z)
     s = a0 + a1
     s = s + a2
     s = s + a3
@@ -383,20 +396,8 @@ def _feed8(lanes, tail, vals, count, d0, main):
     head = _feed_head(lanes, vals, lim, d0, 8)
     body = vals[head:lim]
     nblk = body.shape[0] // 8
-    a0, a1, a2, a3 = lanes[0], lanes[1], lanes[2], lanes[3]
-    a4, a5, a6, a7 = lanes[4], lanes[5], lanes[6], lanes[7]
-    for q in range(nblk):
-        k = 8 * q
-        v0, v1, v2, v3 = body[k], body[k + 1], body[k + 2], body[k + 3]
-        v4, v5, v6, v7 = body[k + 4], body[k + 5], body[k + 6], body[k + 7]
-        a0 = a0 + v0 * v0
-        a1 = a1 + v1 * v1
-        a2 = a2 + v2 * v2
-        a3 = a3 + v3 * v3
-        a4 = a4 + v4 * v4
-        a5 = a5 + v5 * v5
-        a6 = a6 + v6 * v6
-        a7 = a7 + v7 * v7
+    a0, a1, a2, a3, a4, a5, a6, a7 = _lanes8(body, nblk, lanes[0], lanes[1], lanes[2],
+                                             lanes[3], lanes[4], lanes[5], lanes[6], lanes[7])
     lanes[0], lanes[1], lanes[2], lanes[3] = a0, a1, a2, a3
     lanes[4], lanes[5], lanes[6], lanes[7] = a4, a5, a6, a7
     return _feed_rest(lanes, tail, vals, body, nblk, 8, lim, count, d0, main)
@@ -407,14 +408,7 @@ def _feed4(lanes, tail, vals, count, d0, main):
     head = _feed_head(lanes, vals, lim, d0, 4)
     body = vals[head:lim]
     nblk = body.shape[0] // 4
-    a0, a1, a2, a3 = lanes[0], lanes[1], lanes[2], lanes[3]
-    for q in range(nblk):
-        k = 4 * q
-        v0, v1, v2, v3 = body[k], body[k + 1], body[k + 2], body[k + 3]
-        a0 = a0 + v0 * v0
-        a1 = a1 + v1 * v1
-        a2 = a2 + v2 * v2
-        a3 = a3 + v3 * v3
+    a0, a1, a2, a3 = _lanes4(body, nblk, lanes[0], lanes[1], lanes[2], lanes[3])
     lanes[0], lanes[1], lanes[2], lanes[3] = a0, a1, a2, a3
     return _feed_rest(lanes, tail, vals, body, nblk, 4, lim, count, d0, main)
 
@@ -439,7 +433,8 @@ def _feed_jit(lanes, tail, vals, count, d0, main, w):
                                                                 main)
 
 
-for _fn in (_sumsq_lanes8, _sumsq_lanes4, _feed_head, _feed_rest, _feed8, _feed4):
+for _fn in (_lanes8, _lanes4, _sumsq_lanes8, _sumsq_lanes4, _feed_head, _feed_rest, _feed8,
+            _feed4):
     register_jitable(**_JIT)(_fn)
 
 

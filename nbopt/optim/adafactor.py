@@ -275,6 +275,17 @@ def _bins(costs: np.ndarray, nbins: int):
     return by_bin.astype(np.int64), starts.astype(np.int64)
 
 
+def _add_tasks(tasks: list, costs: list, kind: int, r: int, batch, count: int, length: int,
+               step: int) -> None:
+    """Work items ``(kind, r, lo, hi, 0)`` (``batch`` None) or ``(kind, r,
+    batch, lo, hi)`` covering ``0:count`` in pieces of ``step``, each costing
+    ``length`` per element."""
+    for lo in range(0, count, step):
+        hi = min(count, lo + step)
+        tasks.append((kind, r, lo, hi, 0) if batch is None else (kind, r, batch, lo, hi))
+        costs.append((hi - lo) * length)
+
+
 class _Plan:
     """The kernel's work tables for one set of stepping slots (rebuilt when
     the slots, their gradients' addresses or the thread knobs change)."""
@@ -327,32 +338,19 @@ class _Plan:
             t1.append((k.T_PNORM, r, 0, 0, 0))
             c1.append(numel)
             if row[k.FACTORED]:
-                if row[k.S_N] == 1 or n == 1:
-                    step = max(1, chunk // n)
-                    for lo in range(0, nb * m, step):
-                        hi = min(nb * m, lo + step)
-                        t1.append((k.T_ROWS_LANE, r, lo, hi, 0))
-                        c1.append((hi - lo) * n)
-                else:
-                    width = min(m, max(16, chunk // n))
-                    block = max(block, width)
-                    for b in range(nb):
-                        for lo in range(0, m, width):
-                            t1.append((k.T_ROWS_SEQ, r, b, lo, min(m, lo + width)))
-                            c1.append((min(m, lo + width) - lo) * n)
-                if row[k.S_M] == 1 or m == 1:
-                    step = max(1, chunk // m)
-                    for lo in range(0, nb * n, step):
-                        hi = min(nb * n, lo + step)
-                        t1.append((k.T_COLS_LANE, r, lo, hi, 0))
-                        c1.append((hi - lo) * m)
-                else:
-                    width = min(n, max(64, chunk // m))
-                    block = max(block, width)
-                    for b in range(nb):
-                        for lo in range(0, n, width):
-                            t1.append((k.T_COLS_SEQ, r, b, lo, min(n, lo + width)))
-                            c1.append((min(n, lo + width) - lo) * m)
+                # row statistics (each a reduction over n), then column ones
+                # (over m): contiguous ones by lanes, strided ones in sequence
+                for lane_kind, seq_kind, count, length, contiguous, least in (
+                        (k.T_ROWS_LANE, k.T_ROWS_SEQ, m, n, row[k.S_N] == 1 or n == 1, 16),
+                        (k.T_COLS_LANE, k.T_COLS_SEQ, n, m, row[k.S_M] == 1 or m == 1, 64)):
+                    if contiguous:
+                        _add_tasks(t1, c1, lane_kind, r, None, nb * count, length,
+                                   max(1, chunk // length))
+                    else:
+                        width = min(count, max(least, chunk // length))
+                        block = max(block, width)
+                        for b in range(nb):
+                            _add_tasks(t1, c1, seq_kind, r, b, count, length, width)
                 rows = max(1, chunk // n)
                 for lo in range(0, nb * m, rows):
                     hi = min(nb * m, lo + rows)
