@@ -9,6 +9,8 @@ Run the examples (``>>>`` blocks in these pages and in the docstrings)::
     python -m sphinx -b doctest docs docs/_build/doctest
 
 nbopt must be importable (``pip install -e .``); ``sys.path`` is not touched.
+The theme and the offline MathJax come with the docs extra:
+``pip install -e ".[docs]"``.
 """
 import nbopt
 
@@ -24,11 +26,13 @@ release = nbopt.__version__
 version = ".".join(release.split(".")[:2])
 
 # -- general -----------------------------------------------------------------
-# Built-in extensions only: no theme or extension outside Sphinx itself.
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax shipped with the built docs (copied into _static/mathjax and
+    # loaded from there), so the formulas render offline, not from a CDN
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
     "scheduler_plots",      # docs/_ext: draws each scheduler's plot at build time
@@ -38,6 +42,10 @@ exclude_patterns = ["_build"]
 nitpicky = False
 
 # -- autodoc -----------------------------------------------------------------
+try:  # nbopt.distributed imports mpi4py (the mpi extra); document it without one too
+    import mpi4py  # noqa: F401
+except ImportError:
+    autodoc_mock_imports = ["mpi4py"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented"
@@ -63,8 +71,12 @@ from nbopt import save, load
 """
 
 # -- HTML --------------------------------------------------------------------
-html_theme = "alabaster"
+# The theme of NumPy, SciPy and pandas: a wide content column, so the long
+# code blocks and tables are not cut off as they were with alabaster's
+html_theme = "pydata_sphinx_theme"
 html_static_path = []
+html_title = "nbopt: torch.optim for NumPy arrays, compiled by Numba"
 html_theme_options = {
-    "description": "torch.optim for NumPy arrays, compiled by Numba",
+    # no links to online services: the docs work offline
+    "navigation_with_keys": False,
 }

@@ -18,6 +18,7 @@ from .optimizer import Optimizer
 from . import lr_scheduler  # noqa: E402  (needs Optimizer; as torch.optim.lr_scheduler)
 from . import nn, swa_utils  # noqa: E402
 from .parameter import DeviceParameter, Parameter, ParameterArena, SparseGrad
+from ._warmup import warmup  # noqa: E402  (compiles nothing until called)
 
 __version__ = "0.1.0"
 
@@ -27,4 +28,14 @@ __all__ = ["Parameter", "DeviceParameter", "ParameterArena", "SparseGrad", "Opti
            "SparseAdam", "LBFGS", "Adafactor", "Muon", "lr_scheduler", "nn", "swa_utils", "save",
            "load",
            "set_num_threads", "get_num_threads", "set_flush_denormal",
-           "swap_in_optimizer_params_and_state"]
+           "swap_in_optimizer_params_and_state", "warmup"]
+
+
+def __getattr__(name):
+    # ``nbopt.torch`` (the torch bridge) imports torch: loaded on first use only,
+    # so that ``import nbopt`` never imports torch
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

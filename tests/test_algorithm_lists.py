@@ -59,14 +59,14 @@ def test_docs_have_one_entry_per_algorithm():
 
 
 def test_benchmarks_cover_every_algorithm():
-    from nbopt.bench import ALGORITHMS as BENCH
+    from nbopt.cli.bench import ALGORITHMS as BENCH
 
     path = os.path.join(ROOT, "asv_bench", "benchmarks", "bench_step.py")
     spec = importlib.util.spec_from_file_location("asv_bench_step", path)
     asv = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(asv)
     assert {name for name, _ in asv.ALGORITHMS} == set(api_classes())
-    # nbopt/bench.py steps every element-wise algorithm, and the others it has workloads for
+    # nbopt/cli/bench.py steps every element-wise algorithm, and the others it has workloads for
     assert set(api_classes()) <= set(BENCH) <= set(all_optimizers())
     # the others have suites of their own, with the workloads that suit them
     others = set(all_optimizers()) - set(api_classes())

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import nbopt
-from nbopt import bench, config
+from nbopt import config
+from nbopt.cli import bench
 
 
 def test_workloads_parse():

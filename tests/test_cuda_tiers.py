@@ -226,7 +226,7 @@ def test_cuda_bench_runs_under_the_simulator(tmp_path):
 
 @requires_numba_cuda
 def test_cuda_bench_targets_and_verdicts():
-    from nbopt import bench_cuda
+    from nbopt.cli import bench_cuda
 
     assert bench_cuda.target(100_000_000, False, False) == pytest.approx(1 / 0.85)
     assert bench_cuda.target(100_000, False, False) == pytest.approx(1 / 0.85)

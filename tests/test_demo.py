@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import nbopt
-from nbopt import demo
-from nbopt.__main__ import main as nbopt_main
+from nbopt.cli import demo
+from nbopt.cli.main import main as nbopt_main
 
 from conftest import requires_torch
 
@@ -23,7 +23,11 @@ CHANCE = 1 / demo.CLASSES
 
 
 def run_main(argv, capsys):
-    code = demo.main(argv)
+    """Exit status, stdout, stderr; a usage error exits (status 2) as argparse does."""
+    try:
+        code = demo.main(argv)
+    except SystemExit as exc:
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -150,10 +154,21 @@ def test_swa_reports_both_models(capsys):
     for label in ("model", "SWA model"):
         train, test = accuracies(out, label)
         assert train > CHANCE + 0.15 and test > CHANCE + 0.15
-    # 4 epochs: swa_start 2 (the last quarter), so epoch 3 is averaged
+    # 4 epochs: swa_start 2 (the last quarter), so epoch index 3 -- printed as
+    # epoch 4, the header counts as the epoch lines do -- is averaged
     assert "(1 epoch averaged)" in out
-    assert "CosineAnnealingLR(T_max=4) per epoch, after epoch 2: SWALR(swa_lr=0.05, " \
-           "anneal_epochs=2) and AveragedModel, then update_bn" in out
+    assert "CosineAnnealingLR(T_max=4) per epoch, then in epoch 4: SWALR(swa_lr=0.05, " \
+           "anneal_epochs=2) and AveragedModel (the recipe's swa_start=2), then update_bn" in out
+
+
+def test_swa_header_and_epoch_lines_count_epochs_alike(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)       # one line per epoch
+    code, out, err = run_main(["--samples", "300", "--epochs", "6", "--swa", "--swa-start", "2"],
+                              capsys)
+    assert code == 0, err
+    assert "then in epochs 4-6: SWALR" in out
+    averaged = re.findall(r"^epoch (\d)/6 .*\(averaged: (\d)\)$", out, re.M)
+    assert averaged == [("4", "1"), ("5", "2"), ("6", "3")]
 
 
 def test_swa_recipe_schedule_and_average():
@@ -258,20 +273,29 @@ def test_no_progress_prints_neither(capsys, monkeypatch):
 
 # -- errors ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv, message", [
-    (["--optimizer", "LBFGS"], "unknown optimizer 'LBFGS'; choose from SGD, Adam"),
+    (["--optimizer", "LBFGS"],
+     "argument --optimizer: unknown optimizer 'LBFGS'; choose from SGD, Adam"),
     (["--swa", "--scheduler", "step"], "--swa runs torch's SWA recipe"),
     (["--swa", "--epochs", "3", "--swa-start", "2"], "--swa-start must be in [0, epochs - 2]"),
     (["--swa", "--epochs", "1"], "--swa-start must be in [0, epochs - 2] = [0, -1]"),
-    (["--epochs", "0"], "--epochs must be at least 1, got 0"),
-    (["--batch-size", "1"], "--batch-size must be at least 2, got 1"),
-    (["--lr", "-1"], "--lr must be positive, got -1.0"),
-    (["--swa", "--swa-lr", "0"], "--swa-lr must be positive"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1, got 0"),
+    (["--epochs", "2.5"], "argument --epochs: invalid int value: '2.5'"),
+    (["--batch-size", "1"], "argument --batch-size: must be an integer >= 2, got 1"),
+    (["--lr", "-1"], "argument --lr: must be positive, got -1"),
+    (["--lr", "nan"], "argument --lr: must be a finite number, got 'nan'"),
+    (["--swa", "--swa-lr", "0"], "argument --swa-lr: must be positive"),
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["--samples", "5"], "argument --samples: must be an integer >= 10, got 5"),
+    (["--swa", "--swa-start", "-1"], "argument --swa-start: must be an integer >= 0"),
+    (["--plot", "/nonexistent-folder/demo.png"], "argument --plot: cannot write"),
 ])
 def test_bad_options_exit_2(argv, message, capsys):
     code, out, err = run_main(argv, capsys)
     assert code == 2
-    assert f"error: {message}" in err
-    assert "accuracy" not in out
+    lines = err.splitlines()
+    assert lines[0].startswith("usage: python -m nbopt demo")
+    assert lines[-1].startswith("python -m nbopt demo: error: ") and message in lines[-1]
+    assert "accuracy" not in out and "data:" not in out
 
 
 def test_unknown_scheduler_is_an_argparse_error(capsys):
@@ -283,7 +307,7 @@ def test_unknown_scheduler_is_an_argparse_error(capsys):
 
 # -- the command ---------------------------------------------------------------------------------
 def test_registered_in_python_dash_m_nbopt(capsys):
-    assert nbopt_main([]) == 2
+    assert nbopt_main(["--help"]) == 0
     assert "demo" in capsys.readouterr().out
     assert nbopt_main(["demo", "--samples", "200", "--epochs", "1", "--no-progress"]) == 0
     assert "test accuracy" in capsys.readouterr().out
@@ -294,6 +318,20 @@ def test_python_dash_m_nbopt_demo_subprocess():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert accuracies(proc.stdout)[1] > CHANCE + 0.15
+
+
+def test_warms_up_before_the_progress_bar(capsys, monkeypatch):
+    """The optimizer's kernels compile before the first batch, so the bar's
+    first estimate is a training estimate (issue 16: an hour on batch one)."""
+    calls = []
+    real_warmup, real_progress = nbopt.warmup, demo._progress
+    monkeypatch.setattr(nbopt, "warmup", lambda *a, **k: calls.append("warmup")
+                        or real_warmup(*a, **k))
+    monkeypatch.setattr(demo, "_progress", lambda *a: calls.append("progress")
+                        or real_progress(*a))
+    code, _, err = run_main(["--samples", "300", "--epochs", "1", "--optimizer", "adam"], capsys)
+    assert code == 0, err
+    assert calls == ["warmup", "progress"]
 
 
 def test_blas_threads_are_limited_and_restored():

@@ -167,7 +167,7 @@ def test_checkpoint_round_trip_through_nbopt_save(tmp_path):
 
 
 def test_bench_functional_prints_a_row_per_size(tmp_path):
-    from nbopt.bench_functional import main
+    from nbopt.cli.bench_functional import main
 
     path = str(tmp_path / "rows.json")
     assert main(["--sizes", "10,1000", "--no-torch", "--json", path]) == 0

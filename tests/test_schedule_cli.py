@@ -12,14 +12,27 @@ import numpy as np
 import pytest
 
 import nbopt
-from nbopt import lr_scheduler, schedule_cli
-from nbopt.__main__ import main as nbopt_main
+from nbopt import lr_scheduler
+from nbopt.cli import schedule as schedule_cli
+from nbopt.cli.main import main as nbopt_main
 
 
-def run(argv, capsys):
-    code = nbopt_main(["schedule", *argv])
+def run(argv, capsys, exact=True):
+    """The command's exit status, stdout and stderr; ``exact``: values printed
+    as round-trip reprs (--exact), so that tables compare bit for bit."""
+    code = nbopt_main(["schedule", *argv, *(["--exact"] if exact else [])])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def usage_error(err: str) -> str:
+    """The message of an argparse-style usage error: exactly two lines,
+    ``usage: ...`` and ``python -m nbopt schedule: error: MESSAGE``."""
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("usage: python -m nbopt schedule"), err
+    prefix = "python -m nbopt schedule: error: "
+    assert lines[1].startswith(prefix), err
+    return lines[1][len(prefix):]
 
 
 def table(out: str) -> tuple[list[str], np.ndarray]:
@@ -110,7 +123,7 @@ def test_lambda_expression_and_groups(capsys):
 def test_expressions_are_not_evaluated_as_python(text, capsys):
     code, out, err = run(["LambdaLR", "--lr_lambda", text], capsys)
     assert code == 2 and out == ""
-    assert err.startswith("error: ")
+    assert usage_error(err)
 
 
 def test_sequential_lr_from_calls(capsys):
@@ -154,21 +167,82 @@ def test_plateau_metrics(capsys):
     (["OneCyclLR"], "unknown scheduler 'OneCyclLR' (did you mean OneCycleLR?); valid names: "
                     + ", ".join(sorted(set(lr_scheduler.__all__) - {"LRScheduler"}))),
     (["Nope"], "valid names: ChainedScheduler, ConstantLR, CosineAnnealingLR"),
-    (["StepLR", "--step_size", "3", "--bogus", "1"], "unexpected keyword argument 'bogus'"),
-    (["StepLR"], "missing 1 required positional argument: 'step_size'"),
+    (["StepLR", "--step_size", "3", "--bogus", "1"],
+     "unrecognized arguments: --bogus (StepLR takes --step_size, --gamma, --last_epoch)"),
+    (["StepLR"], "the following arguments are required: --step_size"),
+    (["LambdaLR"], "the following arguments are required: --lr_lambda"),
     (["ConstantLR", "--factor", "2"], "Constant multiplicative factor expected to be between"),
     (["OneCycleLR", "--max_lr", "0.1", "--total_steps", "5", "--steps", "8"],
      "OneCycleLR at step 6: Tried to step 6 times. The specified number of total steps is 5"),
-    (["StepLR", "--step_size", "3", "--steps", "0"], "--steps must be a positive integer"),
+    (["StepLR", "--step_size", "3", "--steps", "0"],
+     "argument --steps: must be an integer >= 1, got 0"),
+    (["StepLR", "--step_size", "3", "--steps", "x"], "argument --steps: invalid int value: 'x'"),
+    (["StepLR", "--step_size", "3", "--steps"], "argument --steps: expected one argument"),
     (["StepLR", "--step_size", "3", "--optimizer", "Foo"], "unknown optimizer 'Foo'"),
-    (["StepLR", "--step_size", "3", "--metrics", "1,2"], "--metrics is for ReduceLROnPlateau"),
+    (["StepLR", "--step_size", "3", "--metrics", "1,2"],
+     "argument --metrics: for ReduceLROnPlateau only"),
+    (["ReduceLROnPlateau", "--metrics", "1,nan"], "argument --metrics: expected numbers"),
     (["SequentialLR", "--milestones", "[3]"], "SequentialLR needs --schedulers"),
-    (["StepLR", "--step_size", "3", "--plot"], "--plot needs a file name"),
+    (["StepLR", "--step_size", "3", "--plot"], "argument --plot: expected one argument"),
+    (["StepLR", "--step_size", "3", "--lr", "fast"],
+     "argument --lr: expected a number or a list of numbers, got 'fast'"),
+    (["StepLR", "--step_size", "3", "--momentum", "x"], "argument --momentum: invalid float"),
+    # issue 16's measured cases: each was a traceback or a run with a wrong value
+    (["StepLR", "--step_size", "abc"], "argument --step_size: invalid int value: 'abc'"),
+    (["StepLR", "--step_size", "0"], "argument --step_size: must be >= 1, got 0"),
+    (["CosineAnnealingLR", "--T_max", "0"], "argument --T_max: must be >= 1, got 0"),
+    (["OneCycleLR", "--max_lr", "0.1", "--total_steps", "0"],
+     "argument --total_steps: must be >= 1, got 0"),
+    (["ExponentialLR", "--gamma"], "argument --gamma: expected a value (a finite number)"),
+    (["StepLR", "--step_size", "3", "--gamma"], "argument --gamma: expected a value"),
+    # more of the kind: values that ran into a ZeroDivisionError / TypeError mid-table
+    (["StepLR", "--step_size", "3", "--gamma", "nan"], "argument --gamma: invalid float value"),
+    (["StepLR", "--step_size", "3", "--gamma", "1e400"],
+     "argument --gamma: expected a finite number, got '1e400'"),
+    (["ConstantLR", "--factor", "0"], "argument --factor: must be positive, got 0"),
+    (["CyclicLR", "--base_lr", "0.01", "--max_lr", "0.1", "--step_size_up", "0"],
+     "argument --step_size_up: must be >= 1"),
+    (["CyclicLR", "--base_lr", "0.01", "--max_lr", "abc"],
+     "argument --max_lr: expected a finite number or a list of numbers, got 'abc'"),
+    (["OneCycleLR", "--max_lr", "0.1", "--total_steps", "9", "--div_factor", "0"],
+     "argument --div_factor: must be positive"),
+    (["PolynomialLR", "--power", "-1"], "argument --power: must be >= 0"),
+    (["CosineAnnealingWarmRestarts", "--T_0", "0"], "argument --T_0: must be >= 1"),
+    (["MultiStepLR", "--milestones", "3"], "argument --milestones: expected a list of ints"),
+    (["CyclicLR", "--base_lr", "0.01", "--max_lr", "0.1", "--mode", "3"],
+     "argument --mode: expected a string, got '3'"),
+    (["SequentialLR", "--milestones", "[2]", "--schedulers",
+      "[StepLR(step_size=0), ExponentialLR(gamma=0.9)]"],
+     "--schedulers: StepLR: argument --step_size: must be >= 1, got 0"),
+    (["ExponentialLR", "--gamma", "10", "--steps", "400"],
+     "ExponentialLR: the learning rate is inf at step 310: the arguments overflow"),
+    ([], "the following arguments are required: NAME"),
 ])
 def test_errors_exit_2_with_a_clear_message(argv, message, capsys):
-    code, out, err = run(argv, capsys)
+    code, out, err = run(argv, capsys, exact=False)
     assert code == 2 and out == ""
-    assert err.startswith("error: ") and message in err
+    assert message in usage_error(err)
+
+
+def test_a_bare_flag_is_true_for_boolean_arguments_only(capsys):
+    code, out, err = run(["OneCycleLR", "--max_lr", "0.1", "--total_steps", "10",
+                          "--three_phase"], capsys)
+    assert code == 0 and "three_phase=True" in out.splitlines()[0], err
+
+
+def test_plot_into_a_missing_folder_fails_before_the_table(tmp_path, capsys):
+    path = tmp_path / "missing" / "schedule.png"
+    code, out, err = run(["StepLR", "--step_size", "3", "--plot", str(path)], capsys)
+    assert code == 2 and out == ""           # nothing printed, then a traceback: no more
+    assert "argument --plot: cannot write" in usage_error(err) and "does not exist" in err
+
+
+def test_values_are_rounded_for_people_and_exact_on_request(capsys):
+    code, out, _ = run(["StepLR", "--step_size", "2", "--steps", "4"], capsys, exact=False)
+    assert code == 0
+    assert out.splitlines()[-1] == "3 0.01"
+    code, out, _ = run(["StepLR", "--step_size", "2", "--steps", "4"], capsys)
+    assert out.splitlines()[-1] == "3 0.010000000000000002"
 
 
 def test_help(capsys):
@@ -176,6 +250,8 @@ def test_help(capsys):
     assert code == 0
     assert "python -m nbopt schedule OneCycleLR" in out
     assert all(name in out for name in schedule_cli.SCHEDULERS)
+    # every option of the command itself is described
+    assert all(f"--{key} " in out for key in schedule_cli._OWN)
     assert nbopt_main(["--help"]) == 0
     assert "schedule" in capsys.readouterr().out
 

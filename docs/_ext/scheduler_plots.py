@@ -6,7 +6,7 @@ The directive takes the arguments of ``python -m nbopt schedule``::
 
 and inserts a figure of that schedule (learning rate, plus the momentum or the
 metric when there is one) with the command that reproduces it as the caption.
-The schedule is computed by :mod:`nbopt.schedule_cli` -- the same code as the
+The schedule is computed by :mod:`nbopt.cli.schedule` -- the same code as the
 command line -- and drawn with matplotlib's Agg canvas into the build's doctree
 directory, from where Sphinx copies it into the HTML output's ``_images``.
 Nothing is written into the source tree.
@@ -38,7 +38,7 @@ class SchedulerPlot(SphinxDirective):
     option_spec = {"alt": str}
 
     def run(self) -> list[nodes.Node]:
-        from nbopt import schedule_cli
+        from nbopt.cli import schedule as schedule_cli
 
         text = " ".join(self.arguments[0].split())
         argv = shlex.split(text)

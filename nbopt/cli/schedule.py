@@ -9,8 +9,12 @@ Usage::
 ``NAME`` is a class of :mod:`nbopt.lr_scheduler` and every ``--ARG VALUE``
 pair is one of its constructor arguments.  Values are read as Python
 literals (``0.1``, ``100``, ``[30, 60]``, ``True``); anything else is taken
-as a string (``cos``, ``triangular2``).  A flag with no value means ``True``
-(``--three_phase``).  Three arguments take expressions:
+as a string (``cos``, ``triangular2``).  Each value is checked against the
+argument's annotation (``--step_size abc`` or a bare ``--gamma`` is a usage
+error, not a run) and against the smallest value that makes sense where a
+smaller one would divide by zero a few steps later (``--step_size 0``,
+``--T_max 0``).  A flag with no value means ``True`` for the boolean arguments
+only (``--three_phase``).  Three arguments take expressions:
 
 * ``--lr_lambda`` (LambdaLR, MultiplicativeLR): an arithmetic expression of
   ``epoch``, e.g. ``"0.95 ** epoch"`` or ``"min(1, (epoch + 1) / 10)"``
@@ -28,7 +32,9 @@ Each step is ``optimizer.step()`` then ``scheduler.step()``, as in training.
 
 Output: one line per step, ``step lr`` (one lr column per group), then the
 momentum (or beta1) when the scheduler changes it, and the metric for
-ReduceLROnPlateau.  Values are printed exactly (shortest round-trip repr).
+ReduceLROnPlateau.  Values are printed rounded to 6 significant digits;
+``--exact`` prints each one's shortest round-trip repr (bit for bit the
+scheduler's, for scripts).
 ``--steps`` defaults to 100, or to OneCycleLR's total steps.
 
 ReduceLROnPlateau needs a metric per step: ``--metrics`` takes a comma
@@ -44,14 +50,21 @@ Examples
 --------
 The functions behind the command:
 
->>> from nbopt.schedule_cli import compute, format_table
+>>> from nbopt.cli.schedule import compute, format_table
 >>> print(format_table(compute(["StepLR", "--step_size", "2", "--steps", "4"])), end="")
 # StepLR(step_size=2) on SGD
 # step lr
 0 0.1
 1 0.1
+2 0.01
+3 0.01
+>>> print(format_table(compute(["StepLR", "--step_size", "2", "--steps", "3"]), exact=True),
+...       end="")
+# StepLR(step_size=2) on SGD
+# step lr
+0 0.1
+1 0.1
 2 0.010000000000000002
-3 0.010000000000000002
 
 From a shell::
 
@@ -76,26 +89,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._common import UsageError, check, integer, number, output_file, usage_error
+
 __all__ = ["Schedule", "compute", "format_table", "plot_schedule", "main", "SCHEDULERS",
            "MISSING_MATPLOTLIB"]
 
 MISSING_MATPLOTLIB = "matplotlib is needed for --plot: pip install 'nbopt[plot]'"
 DEFAULT_STEPS = 100
 # options of the command itself; everything else goes to the scheduler
-_OWN = {"steps", "lr", "momentum", "optimizer", "metrics", "plot"}
+_OWN = {"steps", "lr", "momentum", "optimizer", "metrics", "plot", "exact"}
+_OWN_FLAGS = {"exact"}          # never take a value
+PROG = "python -m nbopt schedule"
+SHORT_USAGE = f"{PROG} NAME [--ARG VALUE ...] [options]   ({PROG} --help)"
 
 
 def _scheduler_names() -> list[str]:
-    from . import lr_scheduler
+    from .. import lr_scheduler
 
     return [n for n in lr_scheduler.__all__ if n != "LRScheduler"]
 
 
 SCHEDULERS = sorted(_scheduler_names())
-
-
-class UsageError(Exception):
-    """A bad command line: reported as ``error: ...`` with exit status 2."""
 
 
 # -- expressions --------------------------------------------------------------------------
@@ -182,7 +196,59 @@ def _literal(text: str):
         return text
 
 
-def _value(key: str, text):
+def _parameters(name: str) -> dict:
+    """The constructor arguments of scheduler ``name`` (the optimizer excepted)."""
+    from .. import lr_scheduler
+
+    params = inspect.signature(getattr(lr_scheduler, name)).parameters
+    return {k: p for k, p in params.items() if k != "optimizer"}
+
+
+# What each annotation of nbopt.lr_scheduler's constructors admits on the
+# command line; any other annotation (callables, schedulers) is parsed by the
+# expression rules above.
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _ints(v) -> bool:
+    return isinstance(v, (list, tuple)) and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+
+_KINDS = {
+    "int": ("an int", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a finite number", _finite),
+    "bool": ("True or False", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "None": ("None", lambda v: v is None),
+    "list[float]": ("a list of numbers",
+                    lambda v: isinstance(v, (list, tuple)) and bool(v) and all(map(_finite, v))),
+    "list[int]": ("a list of ints", _ints),
+    "Iterable[int]": ("a list of ints", _ints),
+}
+# The smallest sensible value of arguments that torch takes smaller and then
+# divides by zero with a few steps later (StepLR's step_size=0: "integer
+# modulo by zero" halfway through the table), or that make no schedule.
+_MINIMUM = {"step_size": 1, "T_max": 1, "T_0": 1, "T_mult": 1, "total_steps": 1, "epochs": 1,
+            "steps_per_epoch": 1, "step_size_up": 1, "step_size_down": 1, "power": 0}
+# ... and those that must be > 0 (a division by them); "Name.arg" for one scheduler
+_POSITIVE = {"div_factor", "final_div_factor", "ConstantLR.factor"}
+
+
+def _value(name: str, key: str, text):
+    """Scheduler ``name``'s argument ``key`` from its command-line ``text``
+    (``True`` for a bare flag), checked against the constructor's annotation."""
+    params = _parameters(name)
+    option = f"--{key}"
+    if key not in params:
+        raise UsageError(f"unrecognized arguments: {option} ({name} takes "
+                         + ", ".join(f"--{k}" for k in params) + ")")
+    kinds = [k.strip() for k in str(params[key].annotation).split("|")]
+    known = [k for k in kinds if k in _KINDS]
+    wanted = " or ".join(_KINDS[k][0] for k in known) or "an expression"
+    if text is True and "bool" not in kinds:
+        raise UsageError(f"argument {option}: expected a value ({wanted})")
     if text is True:
         return True
     if key == "lr_lambda":
@@ -194,7 +260,18 @@ def _value(key: str, text):
         return expression(text, "x")
     if key == "schedulers":
         return _children(text)
-    return _literal(text)
+    value = _literal(text)
+    if known and not any(_KINDS[k][1](value) for k in known):
+        if len(known) == 1 and known[0] in ("int", "float") and isinstance(value, str):
+            raise UsageError(f"argument {option}: invalid {known[0]} value: {text!r}")
+        raise UsageError(f"argument {option}: expected {wanted}, got {text!r}")
+    if _finite(value):
+        low = _MINIMUM.get(key)
+        if low is not None and value < low:
+            raise UsageError(f"argument {option}: must be >= {low}, got {text}")
+        if (key in _POSITIVE or f"{name}.{key}" in _POSITIVE) and not value > 0:
+            raise UsageError(f"argument {option}: must be positive, got {text}")
+    return value
 
 
 def _children(text: str) -> list[tuple[str, dict]]:
@@ -210,6 +287,7 @@ def _children(text: str) -> list[tuple[str, dict]]:
             raise UsageError(f"--schedulers takes a list of calls with keyword arguments, "
                              f"e.g. \"[LinearLR(total_iters=5), ExponentialLR(gamma=0.9)]\"; "
                              f"got {ast.unparse(item)!r}")
+        name = _check_name(item.func.id)
         kwargs = {}
         for kw in item.keywords:
             try:
@@ -217,8 +295,12 @@ def _children(text: str) -> list[tuple[str, dict]]:
             except ValueError:
                 raise UsageError(f"{item.func.id}: {kw.arg}={ast.unparse(kw.value)} is not a "
                                  "literal (write expressions as strings)") from None
-            kwargs[kw.arg] = _value(kw.arg, raw) if isinstance(raw, str) else raw
-        out.append((_check_name(item.func.id), kwargs))
+            # the same checks as a command-line argument (a string is its text)
+            try:
+                kwargs[kw.arg] = _value(name, kw.arg, raw if isinstance(raw, str) else repr(raw))
+            except UsageError as exc:
+                raise UsageError(f"--schedulers: {name}: {exc}") from None
+        out.append((name, kwargs))
     return out
 
 
@@ -245,17 +327,36 @@ def parse_argv(argv: list[str]) -> tuple[str, dict, dict]:
         key, eq, text = token[2:].partition("=")
         key = key.replace("-", "_")
         if not eq:
-            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            if key in _OWN_FLAGS:
+                text = True
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 text = argv[i + 1]
                 i += 1
             else:
                 text = True
         i += 1
         if key in _OWN:
+            if key in _OWN_FLAGS and text is not True:
+                raise UsageError(f"argument --{key}: ignored explicit argument {text!r}")
             own[key] = text
         else:
-            kwargs[key] = _value(key, text)
+            kwargs[key] = _value(name, key, text)
+    missing = [k for k, p in _parameters(name).items()
+               if p.default is inspect.Parameter.empty and k not in kwargs and k != "schedulers"]
+    if missing:
+        raise UsageError("the following arguments are required: "
+                         + ", ".join(f"--{k}" for k in missing))
     return name, kwargs, own
+
+
+def _own(own: dict, key: str, parse=None, default=None):
+    """Option ``--key`` of the command itself, checked by ``parse`` (an
+    argparse type of :mod:`nbopt.cli._common`)."""
+    if key not in own:
+        return default
+    if own[key] is True:
+        raise UsageError(f"argument --{key}: expected one argument")
+    return own[key] if parse is None else check(f"--{key}", parse, own[key])
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -290,7 +391,7 @@ def _fmt_kwargs(kwargs: dict) -> str:
 
 
 def _make(name: str, opt, kwargs: dict):
-    from . import lr_scheduler
+    from .. import lr_scheduler
 
     kwargs = dict(kwargs)
     cls = getattr(lr_scheduler, name)
@@ -325,15 +426,16 @@ def compute(argv: list[str]) -> Schedule:
     import nbopt
 
     name, kwargs, own = parse_argv(argv)
-    steps = _literal(own["steps"]) if "steps" in own else _total_steps(name, kwargs)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise UsageError(f"--steps must be a positive integer, got {own.get('steps')!r}")
-    lrs = _literal(own.get("lr", "0.1"))
+    # the scheduler's own arguments were checked by parse_argv, so that a bad
+    # --total_steps is reported as such, not as a bad --steps
+    steps = _own(own, "steps", integer(1), None) or _total_steps(name, kwargs)
+    text = _own(own, "lr", None, "0.1")
+    lrs = _literal(text)
     lrs = list(lrs) if isinstance(lrs, (list, tuple)) else [lrs]
-    if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lrs):
-        raise UsageError(f"--lr must be a number or a list of numbers, got {own['lr']!r}")
-    momentum = _literal(own.get("momentum", "0.9"))
-    opt_name = own.get("optimizer", "SGD")
+    if not lrs or not all(map(_finite, lrs)):
+        raise UsageError(f"argument --lr: expected a number or a list of numbers, got {text!r}")
+    momentum = _own(own, "momentum", number(), 0.9)
+    opt_name = _own(own, "optimizer", None, "SGD")
     opt_cls = getattr(nbopt, opt_name, None)
     if not (isinstance(opt_cls, type) and issubclass(opt_cls, nbopt.Optimizer)) \
             or opt_cls is nbopt.Optimizer:
@@ -345,20 +447,21 @@ def compute(argv: list[str]) -> Schedule:
     plateau = name == "ReduceLROnPlateau"
     if plateau:
         if "metrics" in own:
-            text = own["metrics"]
-            values = _literal(text) if text is not True else None
+            text = _own(own, "metrics")
+            values = _literal(text)
             if isinstance(values, (int, float)):
                 values = [values]
             elif isinstance(values, str):
                 values = [_literal(v) for v in values.split(",") if v.strip()]
-            if not values or not all(isinstance(v, (int, float)) for v in values):
-                raise UsageError(f"--metrics takes numbers separated by commas, got {text!r}")
+            if not values or not all(map(_finite, values)):
+                raise UsageError(f"argument --metrics: expected numbers separated by commas, "
+                                 f"got {text!r}")
             metrics = [float(v) for v in values]
             metrics += [metrics[-1]] * (steps - len(metrics))
         else:
             metrics = default_metrics(steps)
     elif "metrics" in own:
-        raise UsageError("--metrics is for ReduceLROnPlateau only")
+        raise UsageError("argument --metrics: for ReduceLROnPlateau only")
 
     try:
         opt = opt_cls(groups, **opt_kwargs)
@@ -387,9 +490,16 @@ def compute(argv: list[str]) -> Schedule:
                     sched.step(metrics[i])
                 else:
                     sched.step()
-            except ValueError as exc:
+            except (ValueError, ArithmeticError, TypeError) as exc:
+                # the arguments were checked, but a combination can still fail
+                # in torch's arithmetic: one line that names the step, not a
+                # traceback after half a table
                 raise UsageError(f"{name} at step {i + 1}: {exc}") from None
     notes += sorted({str(w.message) for w in caught})
+    bad = np.flatnonzero(~np.isfinite(lr).all(axis=1))
+    if len(bad):
+        raise UsageError(f"{name}: the learning rate is {lr[bad[0]][0]} at step {bad[0]}: "
+                         "the arguments overflow")
     cycled = bool(np.any(mom != mom[:1]) and not np.all(np.isnan(mom)))
     beta = "betas" in opt.param_groups[0]
     return Schedule(title=f"{title} on {opt_name}", lr=lr, momentum=mom if cycled else None,
@@ -397,9 +507,17 @@ def compute(argv: list[str]) -> Schedule:
                     metrics=metrics[:steps] if plateau else None, notes=notes)
 
 
-def format_table(schedule: Schedule) -> str:
-    """The schedule as text: a ``#`` header, then ``step lr... [momentum...] [metric]``."""
+def format_table(schedule: Schedule, exact: bool = False) -> str:
+    """The schedule as text: a ``#`` header, then ``step lr... [momentum...] [metric]``.
+
+    Values are rounded to 6 significant digits for people (``0.01``, not
+    ``0.010000000000000002``); ``exact`` prints each one's shortest
+    round-trip repr, which parses back to the scheduler's float bit for bit.
+    """
     groups = schedule.lr.shape[1]
+
+    def fmt(v) -> str:
+        return repr(float(v)) if exact else f"{float(v):.6g}"
 
     def names(base):
         return [base] if groups == 1 else [f"{base}{g}" for g in range(groups)]
@@ -411,11 +529,11 @@ def format_table(schedule: Schedule) -> str:
         columns.append("metric")
     lines = [f"# {schedule.title}", "# " + " ".join(columns)]
     for i in range(schedule.lr.shape[0]):
-        row = [str(i)] + [repr(float(v)) for v in schedule.lr[i]]
+        row = [str(i)] + [fmt(v) for v in schedule.lr[i]]
         if schedule.momentum is not None:
-            row += [repr(float(v)) for v in schedule.momentum[i]]
+            row += [fmt(v) for v in schedule.momentum[i]]
         if schedule.metrics is not None:
-            row.append(repr(schedule.metrics[i]))
+            row.append(fmt(schedule.metrics[i]))
         lines.append(" ".join(row))
     return "\n".join(lines) + "\n"
 
@@ -468,7 +586,7 @@ def plot_schedule(schedule: Schedule, path, *, title: str | None = None) -> None
 
 
 USAGE = f"""\
-usage: python -m nbopt schedule NAME [--ARG VALUE ...] [--steps N] [--plot out.png]
+usage: python -m nbopt schedule NAME [--ARG VALUE ...] [--steps N] [--plot out.png] [--exact]
                                 [--lr LR] [--momentum M] [--optimizer CLASS] [--metrics m0,m1,...]
 
 Print the learning rate of every step of an nbopt.lr_scheduler schedule (and
@@ -487,6 +605,8 @@ the momentum / beta1 when the scheduler cycles it); --plot also draws it.
   --metrics LIST    ReduceLROnPlateau's metric per step, comma separated (the last
                     repeats); default: falls from 1.0 to 0.5 over half the run, then flat
   --plot FILE       also write a PNG plot (needs matplotlib: pip install 'nbopt[plot]')
+  --exact           print each value's shortest round-trip repr (default: 6 significant
+                    digits)
 
 examples:
   python -m nbopt schedule OneCycleLR --max_lr 0.1 --total_steps 100 --plot onecycle.png
@@ -499,27 +619,26 @@ examples:
 def main(argv=None) -> int:
     """Entry point of ``python -m nbopt schedule``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or "--help" in argv or "-h" in argv:
+    if argv and (argv[0] in ("-h", "--help") or "--help" in argv or "-h" in argv):
         sys.stdout.write(USAGE)
-        return 0 if argv else 2
-    plot = None
+        return 0
+    if not argv:
+        return usage_error(PROG, SHORT_USAGE, "the following arguments are required: NAME")
     try:
         _, _, own = parse_argv(argv)
-        plot = own.get("plot")
-        if plot is True:
-            raise UsageError("--plot needs a file name, e.g. --plot schedule.png")
+        # checked before computing anything: the table must not print and
+        # then end in a traceback because the plot cannot be written
+        plot = _own(own, "plot", output_file)
         if plot is not None:
-            _import_matplotlib()            # fail before computing anything
+            _import_matplotlib()
         schedule = compute(argv)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, SHORT_USAGE, str(exc))
     except RuntimeError as exc:
         if str(exc) != MISSING_MATPLOTLIB:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    sys.stdout.write(format_table(schedule))
+        return usage_error(PROG, SHORT_USAGE, str(exc))
+    sys.stdout.write(format_table(schedule, exact="exact" in own))
     for note in schedule.notes:
         print(f"warning: {note}", file=sys.stderr)
     if plot is not None:

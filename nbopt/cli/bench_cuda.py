@@ -4,7 +4,7 @@ optimizers, measured in one run.
 
 A step is bandwidth-bound on a GPU as on a CPU: it reads the parameter, the
 gradient and every state array and writes the parameter and every state array
-back (Adam float32: 28 bytes per element, :func:`nbopt.bench.bytes_per_element`).
+back (Adam float32: 28 bytes per element, :func:`nbopt.cli.bench.bytes_per_element`).
 The floor is a grid-stride ``@cuda.jit`` kernel with that read/write pattern
 and nothing else, over one flat array of the workload's elements, launched
 with nbopt's threads per block: its GB/s is what the device sustains for the
@@ -41,10 +41,10 @@ from numba import cuda
 
 import nbopt
 
-from . import config
+from .. import config
 from .bench import (ALGORITHMS, FUSED, _fmt_time, _with_new_grads, bytes_per_element,
                     state_arrays, torch_verdict)
-from .kernels._cuda import MAX_BLOCKS, SIMULATED, fill
+from ..kernels._cuda import MAX_BLOCKS, SIMULATED, fill
 
 # nbopt / floor at most this (85% of the floor's bandwidth) on separate arrays
 # of at least FLOOR_TARGET_ELEMENTS elements

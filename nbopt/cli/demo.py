@@ -50,7 +50,7 @@ Examples
 --------
 The pieces behind the command:
 
->>> from nbopt.demo import make_spirals, build_model, accuracy
+>>> from nbopt.cli.demo import make_spirals, build_model, accuracy
 >>> x, y = make_spirals(600, seed=0)
 >>> x.shape, x.dtype, sorted(set(y.tolist()))
 ((600, 16), dtype('float32'), [0, 1, 2])
@@ -66,7 +66,6 @@ From a shell::
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -74,6 +73,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ._common import (Parser, UsageError, compile_notice, integer, number, one_of,
+                      output_file)
 
 __all__ = ["make_spirals", "build_model", "accuracy", "run", "plot", "main", "OPTIMIZERS",
            "SCHEDULERS", "DemoResult", "MISSING_MATPLOTLIB", "NO_TQDM_HINT"]
@@ -153,7 +155,7 @@ def make_spirals(samples: int, *, classes: int = CLASSES, features: int = FEATUR
 def build_model(features: int, hidden: int, classes: int, *, seed: int = 0):
     """``Linear -> BatchNorm1d -> ReLU -> Linear -> BatchNorm1d -> ReLU -> Linear``
     (:mod:`nbopt.nn`, float32, initialised as torch initialises it)."""
-    from . import nn
+    from .. import nn
 
     rng = np.random.default_rng(seed)
     return nn.Sequential(nn.Linear(features, hidden, rng=rng), nn.BatchNorm1d(hidden), nn.ReLU(),
@@ -309,10 +311,6 @@ class DemoResult:
     description: list = field(default_factory=list)
 
 
-class UsageError(Exception):
-    """A bad command line: reported as ``error: ...`` with exit status 2."""
-
-
 def _optimizer_name(name: str) -> str:
     for known in OPTIMIZERS:
         if known.lower() == name.lower():
@@ -326,7 +324,7 @@ def _cycles_momentum(optimizer) -> bool:
 
 
 def _make_scheduler(kind: str, optimizer, lr: float, epochs: int, batches: int):
-    from . import lr_scheduler
+    from .. import lr_scheduler
 
     total = epochs * batches
     if kind == "cosine":
@@ -365,8 +363,8 @@ def run(*, optimizer: str = "SGD", lr: float | None = None, scheduler: str = "co
     that do not fit together.
     """
     import nbopt
-    from . import nn
-    from .swa_utils import SWALR, AveragedModel, update_bn
+    from .. import nn
+    from ..swa_utils import SWALR, AveragedModel, update_bn
 
     out = sys.stdout if out is None else out
     name = _optimizer_name(optimizer)
@@ -418,11 +416,15 @@ def run(*, optimizer: str = "SGD", lr: float | None = None, scheduler: str = "co
         swa_model = AveragedModel(model)
         sched = nbopt.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         swa_sched = SWALR(opt, swa_lr=swa_lr, anneal_epochs=swa_anneal_epochs)
+        # epochs counted from 1, as the epoch lines count them: the recipe's
+        # loop variable (0-based) averages after epoch index swa_start
+        first = swa_start + 2
+        span = f"epoch {first}" if first == epochs else f"epochs {first}-{epochs}"
         description.append(
             f"training: {name}({settings}), {epochs} epochs x {batches} batches of {batch_size}; "
-            f"CosineAnnealingLR(T_max={epochs}) per epoch, after epoch {swa_start}: "
-            f"SWALR(swa_lr={swa_lr:g}, anneal_epochs={swa_anneal_epochs}) and AveragedModel, "
-            "then update_bn")
+            f"CosineAnnealingLR(T_max={epochs}) per epoch, then in {span}: "
+            f"SWALR(swa_lr={swa_lr:g}, anneal_epochs={swa_anneal_epochs}) and AveragedModel "
+            f"(the recipe's swa_start={swa_start}), then update_bn")
     else:
         sched = _make_scheduler(scheduler, opt, lr, epochs, batches)
         label = "constant lr" if sched is None else f"{type(sched).__name__} stepped per batch"
@@ -431,6 +433,11 @@ def run(*, optimizer: str = "SGD", lr: float | None = None, scheduler: str = "co
     for line in description:
         print(line, file=out)
 
+    # Compile (or load) the kernels before the progress bar starts: a first
+    # batch that compiles for seconds made the bar estimate an hour.
+    nbopt.warmup([name], dtypes=[np.float32])
+    if swa:
+        AveragedModel(model).update_parameters(model)    # the averaging kernels
     losses = np.empty(epochs * batches)
     lrs = np.empty(epochs * batches)
     test_acc = np.empty(epochs)
@@ -539,62 +546,68 @@ def plot(result: DemoResult, path, *, title: str = "") -> None:
 
 
 # -- command line ---------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> Parser:
+    p = Parser(
         prog="python -m nbopt demo",
         description="Train an MLP with BatchNorm (nbopt.nn) on generated data (3 noisy\n"
                     "spirals in 16-D) with an nbopt optimizer and scheduler; print the train\n"
                     "and test accuracy.",
         epilog="examples:\n  python -m nbopt demo\n"
                "  python -m nbopt demo --optimizer Adam --scheduler onecycle --plot adam.png\n"
-               "  python -m nbopt demo --swa --epochs 30\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "  python -m nbopt demo --swa --epochs 30\n")
     p.add_argument("--optimizer", default="SGD", metavar="NAME",
+                   type=one_of(OPTIMIZERS, "optimizer", ignore_case=True),
                    help=f"one of {', '.join(OPTIMIZERS)} (default SGD, with momentum 0.9)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=number(positive=True), default=None,
                    help="learning rate (default: per optimizer, SGD 0.1, Adam 0.01, ...)")
     p.add_argument("--scheduler", default="cosine", choices=SCHEDULERS,
                    help="lr schedule, stepped per batch (default cosine)")
-    p.add_argument("--epochs", type=int, default=20, metavar="N", help="epochs (default 20)")
+    p.add_argument("--epochs", type=integer(1), default=20, metavar="N",
+                   help="epochs (default 20)")
     p.add_argument("--swa", action="store_true",
                    help="torch's SWA recipe: CosineAnnealingLR per epoch, then SWALR + "
                         "AveragedModel, then update_bn; report both models")
-    p.add_argument("--swa-start", type=int, default=None, metavar="E",
-                   help="average the epochs after epoch E (default: the last quarter)")
-    p.add_argument("--swa-lr", type=float, default=None, metavar="LR",
+    p.add_argument("--swa-start", type=integer(0), default=None, metavar="E",
+                   help="the recipe's swa_start, an epoch index counted from 0 as in torch's "
+                        "loop: the epochs printed as E+2 to N are averaged (default: the last "
+                        "quarter)")
+    p.add_argument("--swa-lr", type=number(positive=True), default=None, metavar="LR",
                    help="SWALR's swa_lr (default lr / 2)")
-    p.add_argument("--swa-anneal-epochs", type=int, default=2, metavar="N",
+    p.add_argument("--swa-anneal-epochs", type=integer(0), default=2, metavar="N",
                    help="SWALR's anneal_epochs (default 2)")
-    p.add_argument("--samples", type=int, default=10_000, metavar="N",
+    p.add_argument("--samples", type=integer(10), default=10_000, metavar="N",
                    help="samples generated, 80%% train / 20%% test (default 10000)")
-    p.add_argument("--batch-size", type=int, default=128, metavar="B",
+    p.add_argument("--batch-size", type=integer(2), default=128, metavar="B",
                    help="mini-batch size (default 128)")
-    p.add_argument("--hidden", type=int, default=128, metavar="H",
+    p.add_argument("--hidden", type=integer(1), default=128, metavar="H",
                    help="hidden width (default 128)")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
+    p.add_argument("--seed", type=integer(0), default=0, metavar="S",
                    help="seed of the data, initialisation and shuffling (default 0)")
-    p.add_argument("--plot", metavar="FILE", default=None,
+    p.add_argument("--plot", metavar="FILE", default=None, type=output_file,
                    help="write the loss and lr curves to a PNG (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     return p
 
 
 def main(argv=None) -> int:
-    """Entry point of ``python -m nbopt demo``; returns the exit status."""
-    args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    """Entry point of ``python -m nbopt demo``; returns the exit status (a
+    bad command line exits with status 2, as argparse does)."""
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         if args.plot is not None:
             _import_matplotlib()            # fail before training, not after
-        result = run(optimizer=args.optimizer, lr=args.lr, scheduler=args.scheduler,
-                     epochs=args.epochs, samples=args.samples, batch_size=args.batch_size,
-                     hidden=args.hidden, seed=args.seed, swa=args.swa, swa_start=args.swa_start,
-                     swa_lr=args.swa_lr, swa_anneal_epochs=args.swa_anneal_epochs,
-                     progress=not args.no_progress)
+        with compile_notice():              # one line on stderr if kernels compile
+            result = run(optimizer=args.optimizer, lr=args.lr, scheduler=args.scheduler,
+                         epochs=args.epochs, samples=args.samples, batch_size=args.batch_size,
+                         hidden=args.hidden, seed=args.seed, swa=args.swa,
+                         swa_start=args.swa_start, swa_lr=args.swa_lr,
+                         swa_anneal_epochs=args.swa_anneal_epochs,
+                         progress=not args.no_progress)
     except (UsageError, RuntimeError) as exc:
         if isinstance(exc, RuntimeError) and str(exc) != MISSING_MATPLOTLIB:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        parser.error(str(exc))              # options that do not fit together
     label = "model     " if args.swa else ""
     print(f"{label}train accuracy: {100 * result.train_accuracy:.2f}%  "
           f"test accuracy: {100 * result.test_accuracy:.2f}%")

@@ -11,17 +11,20 @@ the target ratio of the floor).  The start-up lines time ``import nbopt``
 against ``import numba`` and an algorithm's first step in new processes, cold
 and with Numba's on-disk cache, split into Numba's own start-up and nbopt's.
 ``--device cuda`` measures device parameters on a GPU the same way, against a
-CUDA floor kernel and torch's CUDA optimizers (:mod:`nbopt.bench_cuda`).
+CUDA floor kernel and torch's CUDA optimizers (:mod:`nbopt.cli.bench_cuda`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import time
 
 import numpy as np
 from numba import njit, prange
+
+from ._common import Parser, compile_notice, integer, names, output_file, size
 
 # What the bench steps by default: (class name, constructor options).
 ALGORITHMS = {
@@ -43,6 +46,8 @@ ALGORITHMS = {
 # COUNTx(MxN) workloads, by default DEFAULT_MATRIX_SIZES, and only when named
 # (a Muon step over 100 1024 x 1024 matrices takes tens of seconds).
 MATRIX_ONLY = ("Muon",)
+# Algorithms without CUDA kernels: left out of --device cuda's default list
+CPU_ONLY = ("Adafactor", "Muon")
 DEFAULT_MATRIX_SIZES = ["100x(1024x1024)"]
 # The workloads of the performance targets.  COUNTxN: COUNT separate arrays of
 # N elements; COUNTx(MxN): COUNT separate M x N matrices (any number of dims,
@@ -173,13 +178,27 @@ def workload_shape(text: str) -> tuple[int, tuple[int, ...]] | None:
 def parse_size(text: str) -> tuple[int, int]:
     """'10M' -> (1, 10_000_000); '1000x1k' -> (1000, 1000)."""
     def number(s: str) -> int:
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)", s)
-        if not m:
-            raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 10M, 100x100k, 1k")
-        scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[m.group(2).lower()]
-        return int(float(m.group(1)) * scale)
+        try:
+            return size(s)           # the counts every command reads (>= 1)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"bad size {text!r}: use e.g. 10M, 100x100k, 1k (counts >= 1)") from None
     count, _, each = text.partition("x")
     return (number(count), number(each)) if each else (1, number(count))
+
+
+def workload_list(text: str) -> list[str]:
+    """The argparse type of ``--sizes``: comma-separated workloads, each
+    checked by :func:`parse_workload` (commas inside ``(MxN)`` do not split)."""
+    items = [s.strip() for s in re.split(r",(?![^(]*\))", text) if s.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated workloads, got {text!r}")
+    for item in items:
+        parse_workload(item)
+    return items
+
+
+workload_list.__name__ = "workload list"
 
 
 def _interleaved_medians(fns: dict, repeat: int, budget: float = 3.0) -> dict:
@@ -301,7 +320,9 @@ def bench_muon(options: dict, count: int, shape: tuple, dtype: str, repeat: int,
     ``torch.optim.Muon`` (its only mode: no foreach or fused), with the share
     of each step spent in the matrix products: nbopt's GEMM kernels (timed
     around each call), and torch's Newton-Schulz function (its matrix
-    products plus one norm).  A step takes seconds, so each side runs one
+    products plus one norm).  nbopt is timed with both product paths
+    (``config.MUON_PRODUCTS``: ``"torch"``, the default, and ``"blas"``).
+    A step takes seconds, so each side runs one
     untimed step (compilation, state) and then ``min(repeat, 3)`` timed
     rounds, alternating; the medians are reported."""
     import nbopt
@@ -342,20 +363,34 @@ def bench_muon(options: dict, count: int, shape: tuple, dtype: str, repeat: int,
                 torch_muon._zeropower_via_newtonschulz = original
         torch_step = step_with_timed_ns
 
-    opt.step()
-    if torch_step:
-        torch_step()
-    ours, ours_mm, theirs, theirs_ns = [], [], [], []
-    for _ in range(max(1, min(repeat, 3))):
+    from nbopt import config
+
+    def timed_step(products: str) -> tuple:
+        """Seconds of one step with ``config.MUON_PRODUCTS = products``, and
+        the share spent in the matrix products."""
+        saved = config.MUON_PRODUCTS
+        config.MUON_PRODUCTS = products
         kernels.matmul_seconds[0] = 0.0
         kernels._PROFILE[0] = True
         try:
             start = time.perf_counter()
             opt.step()
-            ours.append(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
         finally:
             kernels._PROFILE[0] = False
-        ours_mm.append(kernels.matmul_seconds[0] / ours[-1])
+            config.MUON_PRODUCTS = saved
+        return seconds, kernels.matmul_seconds[0] / seconds
+
+    timed_step("torch")
+    timed_step("blas")
+    if torch_step:
+        torch_step()
+    ours, ours_mm, blas, blas_mm, theirs, theirs_ns = [], [], [], [], [], []
+    for _ in range(max(1, min(repeat, 3))):
+        for times, fractions, products in ((ours, ours_mm, "torch"), (blas, blas_mm, "blas")):
+            seconds, fraction = timed_step(products)
+            times.append(seconds)
+            fractions.append(fraction)
         if torch_step:
             ns_seconds[0] = 0.0
             start = time.perf_counter()
@@ -364,10 +399,13 @@ def bench_muon(options: dict, count: int, shape: tuple, dtype: str, repeat: int,
             theirs_ns.append(ns_seconds[0] / theirs[-1])
     row["nbopt_s"] = float(np.median(ours))
     row["matmul_fraction"] = float(np.median(ours_mm))
+    row["nbopt_blas_s"] = float(np.median(blas))
+    row["blas_matmul_fraction"] = float(np.median(blas_mm))
     if theirs:
         row["torch_s"] = float(np.median(theirs))
         row["torch_newton_schulz_fraction"] = float(np.median(theirs_ns))
         row["torch_over_nbopt"] = row["torch_s"] / row["nbopt_s"]
+        row["torch_over_nbopt_blas"] = row["torch_s"] / row["nbopt_blas_s"]
     return row
 
 
@@ -376,11 +414,14 @@ def _muon_line(row: dict) -> str:
         return f"{s:.3f} s" if s >= 1 else _fmt_time(s).strip()
 
     line = (f"{row['algorithm']:<10}{row['workload']:>17}{'f' + row['dtype'][5:]:>8}"
-            f"{fmt(row['nbopt_s']):>13}  {row['matmul_fraction']:.0%} in matrix products")
+            f"{fmt(row['nbopt_s']):>13}  {row['matmul_fraction']:.0%} in matrix products"
+            f"; MUON_PRODUCTS=blas {fmt(row['nbopt_blas_s'])} "
+            f"({row['blas_matmul_fraction']:.0%})")
     if "torch_s" in row:
         line += (f"; torch {fmt(row['torch_s'])} "
                  f"({row['torch_newton_schulz_fraction']:.0%} in Newton-Schulz), "
-                 f"torch/nbopt {row['torch_over_nbopt']:.2f}x")
+                 f"torch/nbopt {row['torch_over_nbopt']:.2f}x, "
+                 f"blas {row['torch_over_nbopt_blas']:.2f}x")
     return line
 
 
@@ -457,12 +498,12 @@ def _fmt_time(s: float) -> str:
     return f"{s * 1e3:9.3f} ms" if s >= 1e-3 else f"{s * 1e6:9.1f} us"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbopt bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithms",
-                        default=",".join(n for n in ALGORITHMS if n not in MATRIX_ONLY),
-                        help="comma-separated class names (default: %(default)s; also "
+def _parser() -> Parser:
+    parser = Parser(prog="python -m nbopt bench", description=__doc__)
+    parser.add_argument("--algorithms", type=names(ALGORITHMS, "algorithm"),
+                        help="comma-separated class names (default: "
+                             + ",".join(n for n in ALGORITHMS if n not in MATRIX_ONLY)
+                             + f", without {' and '.join(CPU_ONLY)} with --device cuda; also "
                              f"{', '.join(MATRIX_ONLY)}, on {','.join(DEFAULT_MATRIX_SIZES)} "
                              "unless --sizes has COUNTx(MxN) workloads)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -470,41 +511,83 @@ def main(argv=None) -> int:
                              "floor kernel and torch's CUDA optimizers (needs numba-cuda; "
                              "runs under NUMBA_ENABLE_CUDASIM=1 too, with meaningless "
                              "timings) (default: %(default)s)")
-    parser.add_argument("--sizes",
+    parser.add_argument("--sizes", type=workload_list,
                         help="comma-separated workloads: N or COUNTxN with k/M suffixes, "
                              "COUNTx(MxN) for COUNT m x n matrices (any number of dims), "
                              "optionally @arena (one ParameterArena), @f64, and "
                              "@newgrads (new gradient arrays assigned before every step, "
                              f"reported without a target) (default: {','.join(DEFAULT_SIZES)}; "
                              f"with --device cuda: {','.join(DEFAULT_CUDA_SIZES)})")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--repeat", type=int,
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="dtype of the workloads without @f64 / @f32")
+    parser.add_argument("--repeat", type=integer(1),
                         help="timed rounds per measurement (default: 30, with --device cuda 20)")
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--json", metavar="PATH", type=output_file,
+                        help="also write the rows as JSON")
     parser.add_argument("--skip-startup", action="store_true",
                         help="skip the import-time and first-step compile measurements "
                              "(CPU only: --device cuda never runs them)")
+    return parser
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+# Arrays a workload allocates per element, counted in parameter-sized arrays:
+# values, gradients and their second set, the parameters, up to 4 state
+# arrays, the floor's up to 6 streams, and torch's copies (parameters and 4
+# state arrays in 3 modes).  An estimate that errs high: a workload beyond
+# the machine's memory is refused before anything is printed, instead of a
+# MemoryError traceback halfway through the table.
+ARRAYS_PER_ELEMENT = 30
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
 
-    names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    unknown = [n for n in names if n not in ALGORITHMS]
-    if unknown:
-        parser.error(f"unknown algorithm(s) {unknown}; choose from {sorted(ALGORITHMS)}")
     on_gpu = args.device == "cuda"
-    sizes = args.sizes or ",".join(DEFAULT_CUDA_SIZES if on_gpu else DEFAULT_SIZES)
-    sizes = [s.strip() for s in re.split(r",(?![^(]*\))", sizes) if s.strip()]
+    names = args.algorithms or [n for n in ALGORITHMS
+                                if n not in (CPU_ONLY if on_gpu else MATRIX_ONLY)]
+    sizes = list(args.sizes or (DEFAULT_CUDA_SIZES if on_gpu else DEFAULT_SIZES))
     if any(n in MATRIX_ONLY for n in names) and not any(workload_shape(s) for s in sizes):
         sizes += DEFAULT_MATRIX_SIZES
     workloads = [parse_workload(s) for s in sizes]
     shapes = [workload_shape(s) for s in sizes]
     if args.repeat is None:
         args.repeat = 20 if on_gpu else 30
-    if on_gpu and ({"Adafactor", "Muon"} & set(names) or any(shapes)):
+    if on_gpu and (set(CPU_ONLY) & set(names) or any(shapes)):
         parser.error("--device cuda: Adafactor, Muon and COUNTx(MxN) workloads are CPU-only")
+    for (count, each, arena, dtype, new_grads), shape, text in zip(workloads, shapes, sizes):
+        if shape and (arena or new_grads):
+            parser.error(f"argument --sizes: {text!r}: COUNTx(MxN) workloads are separate "
+                         "matrices with gradients written in place (no @arena, @newgrads)")
+        if shape and "Muon" in names and len(shape[1]) != 2:
+            parser.error(f"argument --sizes: {text!r}: Muon steps 2-D matrices only")
+        need = count * each * np.dtype(dtype or args.dtype).itemsize * ARRAYS_PER_ELEMENT
+        have = _memory_bytes()
+        if have is not None and need > have and not on_gpu:
+            parser.error(f"argument --sizes: {text!r} needs about {need / 2**30:.0f} GiB, "
+                         f"more than this machine's {have / 2**30:.0f} GiB")
+    for name in names:
+        if not any(_runs(name, shape) for shape in shapes):
+            parser.error(f"nothing to measure for {name}: "
+                         + ("it steps COUNTx(MxN) workloads only" if name in MATRIX_ONLY else
+                            "COUNTx(MxN) workloads are for Adafactor and Muon; add a workload "
+                            "of 1-D arrays (e.g. 1M)"))
+    with compile_notice():  # one line on stderr when the first kernel compiles
+        return _measure(parser, args, names, workloads, shapes, on_gpu)
+
+
+def _measure(parser, args, names, workloads, shapes, on_gpu) -> int:
     if on_gpu:
         try:
-            from nbopt.bench_cuda import run, unavailable
+            from nbopt.cli.bench_cuda import run, unavailable
         except ImportError as error:
             parser.error(f"--device cuda needs numba-cuda (pip install 'nbopt[cuda]'): {error}")
         why = unavailable()
@@ -536,15 +619,14 @@ def main(argv=None) -> int:
     for name in names:
         for (count, each, arena, dtype, new_grads), shape in zip(workloads, shapes):
             dtype = dtype or args.dtype
-            if name in MATRIX_ONLY:
-                if shape and len(shape[1]) == 2:
-                    row = bench_muon(ALGORITHMS[name], shape[0], shape[1], dtype, args.repeat,
-                                     torch_modes)
-                    rows.append(row)
-                    print(_muon_line(row), flush=True)
+            if not _runs(name, shape):
                 continue
-            if shape and name != "Adafactor":
-                continue            # matrices are Adafactor's; the others see elements
+            if name in MATRIX_ONLY:
+                row = bench_muon(ALGORITHMS[name], shape[0], shape[1], dtype, args.repeat,
+                                 torch_modes)
+                rows.append(row)
+                print(_muon_line(row), flush=True)
+                continue
             row = bench_one(name, ALGORITHMS[name], count, each, dtype, args.repeat,
                             torch_modes, arena, new_grads, shape[1] if shape else None)
             ratio = row["nbopt_s"] / row["floor_s"]
@@ -591,6 +673,14 @@ def main(argv=None) -> int:
               f"nbopt's share {startup['first_step_cached_nbopt_s']:.3f} s")
     _write_json(args.json, rows)
     return 0
+
+
+def _runs(name: str, shape) -> bool:
+    """Whether algorithm ``name`` is measured on a workload of ``shape``
+    (None: 1-D arrays): matrices are Adafactor's and Muon's, elements the others'."""
+    if name in MATRIX_ONLY:
+        return bool(shape) and len(shape[1]) == 2
+    return not shape or name == "Adafactor"
 
 
 def _write_json(path: str | None, rows: list) -> None:

@@ -24,11 +24,12 @@ threadpoolctl) avoids it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
+
+from ._common import Parser, compile_notice, integer, names, output_file, size
 
 __all__ = ["bench_lbfgs", "main"]
 
@@ -84,6 +85,10 @@ def _torch_runner(x0, a, b, options):
     return opt, x, closure, inside
 
 
+#: the parameter dtypes nbopt's LBFGS steps (float16 and the others are not floats it takes)
+DTYPES = ("float32", "float64")
+
+
 def bench_lbfgs(n: int = 1_000_000, dtypes=("float32", "float64"),
                 line_search_fns=(None, "strong_wolfe"), history_size: int = 10,
                 max_iter: int = 10, warmup: int = 3, repeat: int = 7, torch: bool | None = None,
@@ -123,7 +128,7 @@ def bench_lbfgs(n: int = 1_000_000, dtypes=("float32", "float64"),
 
     Examples
     --------
-    >>> from nbopt.bench_lbfgs import bench_lbfgs
+    >>> from nbopt.cli.bench_lbfgs import bench_lbfgs
     >>> rows = bench_lbfgs(n=1000, dtypes=("float64",), line_search_fns=(None,),
     ...                    warmup=1, repeat=1, torch=False, verbose=False)
     >>> rows[0]["nbopt_iters"], rows[0]["nbopt_s"] > 0
@@ -192,21 +197,30 @@ def _fmt(s: float) -> str:
     return f"{s * 1e3:8.3f} ms" if s >= 1e-3 else f"{s * 1e6:8.1f} us"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbopt bench-lbfgs",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1_000_000, help="elements (default 1,000,000)")
-    parser.add_argument("--dtypes", default="float32,float64")
-    parser.add_argument("--history-size", type=int, default=10)
-    parser.add_argument("--max-iter", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=7)
+def _parser() -> Parser:
+    parser = Parser(prog="python -m nbopt bench-lbfgs", description=__doc__)
+    parser.add_argument("--n", type=size, default=1_000_000,
+                        help="elements of the parameter, e.g. 1000, 100k, 1M (default 1,000,000)")
+    parser.add_argument("--dtypes", type=names(DTYPES, "dtype"), default=list(DTYPES),
+                        help="comma-separated parameter dtypes (default: float32,float64)")
+    parser.add_argument("--history-size", type=integer(1), default=10,
+                        help="LBFGS's history_size: correction pairs kept")
+    parser.add_argument("--max-iter", type=integer(1), default=10,
+                        help="LBFGS's max_iter: iterations per step")
+    parser.add_argument("--repeat", type=integer(1), default=7,
+                        help="timed steps per optimizer (the median is reported)")
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = parser.parse_args(argv)
-    rows = bench_lbfgs(n=args.n, dtypes=[d.strip() for d in args.dtypes.split(",") if d.strip()],
-                       history_size=args.history_size, max_iter=args.max_iter,
-                       repeat=args.repeat, torch=False if args.no_torch else None)
+    parser.add_argument("--json", metavar="PATH", type=output_file,
+                        help="also write the rows as JSON")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    with compile_notice():  # one line on stderr when the first kernel compiles
+        rows = bench_lbfgs(n=args.n, dtypes=args.dtypes,
+                           history_size=args.history_size, max_iter=args.max_iter,
+                           repeat=args.repeat, torch=False if args.no_torch else None)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -22,7 +22,6 @@ torch's), where the hand-written loop uses Numba's ``**`` (LLVM's ``pow`` and
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -30,7 +29,8 @@ import time
 import numpy as np
 from numba import njit
 
-from .functional import adam_init, adam_step
+from ..functional import adam_init, adam_step
+from ._common import Parser, compile_notice, output_file, sizes
 
 SIZES = (10, 100, 1000, 100_000)
 
@@ -120,15 +120,21 @@ def measure(n: int, with_torch: bool = True) -> dict:
     return row
 
 
+def _parser() -> Parser:
+    parser = Parser(prog="python -m nbopt bench-functional", description=__doc__)
+    parser.add_argument("--sizes", type=sizes, default=list(SIZES),
+                        help="comma-separated element counts, e.g. 100,1k,1M "
+                             f"(default: {','.join(map(str, SIZES))})")
+    parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
+    parser.add_argument("--json", metavar="PATH", type=output_file,
+                        help="also write the rows as JSON")
+    return parser
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbopt bench-functional",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
-                        help="comma-separated element counts")
-    parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = parser.parse_args(argv)
-    rows = [measure(int(s), not args.no_torch) for s in args.sizes.split(",")]
+    args = _parser().parse_args(argv)
+    with compile_notice():  # one line on stderr when the first kernel compiles
+        rows = [measure(n, not args.no_torch) for n in args.sizes]
     print(f"{'N':>8s} {'functional':>11s} {'hand-written':>12s} {'opt.step()':>11s} "
           f"{'torch':>10s}   func/hand (<=1.2)   opt.step()/func (>=15 at 100)")
     for r in rows:
