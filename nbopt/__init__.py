@@ -8,7 +8,9 @@ algorithms (``nbopt.SGD``, ``nbopt.Adam``, ``nbopt.AdamW``, ``nbopt.Adagrad``,
 plus ``nbopt.Parameter`` (``nn.Parameter``),
 ``nbopt.ParameterArena`` and ``nbopt.save`` / ``nbopt.load``.  Importing the
 package compiles nothing: kernels are compiled (or loaded from Numba's disk
-cache) the first time an algorithm steps.
+cache) the first time an algorithm steps.  ``nbopt.torch`` (loaded on first
+access; it is the only module that imports torch) has the same optimizers for
+CPU torch tensors, and ``nbopt.optim`` is laid out as ``torch.optim``.
 """
 from .checkpoint import load, save
 from .config import get_num_threads, set_flush_denormal, set_num_threads

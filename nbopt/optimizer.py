@@ -298,10 +298,9 @@ class Optimizer:
 
         params = param_group["params"]
         if len(params) != len(set(params)):
+            # torch's warning and category, without its pointer to torch's tracker
             warnings.warn("optimizer contains a parameter group with duplicate parameters; "
-                          "in future, this will cause an error; "
-                          "see github.com/pytorch/pytorch/issues/40967 for more information",
-                          stacklevel=3)
+                          "in future, this will cause an error", stacklevel=3)
 
         param_set: set = set()
         for group in self.param_groups:
@@ -323,9 +322,22 @@ class Optimizer:
         ``set_to_none=True`` (the default) sets ``p.grad = None``, so the next
         ``step`` skips ``p`` unless a new gradient is assigned; ``False`` zeroes
         each gradient array in place (the same array object is kept).
+
+        A parameter of a :class:`nbopt.ParameterArena` gets its arena gradient
+        view back, zeroed, whatever ``set_to_none`` says (one pass over the
+        arena's buffer when the optimizer holds all its parameters): the
+        arena's gradients are written in place (``w.grad[...] = dw``), which
+        a ``None`` would make impossible, and stay on the one-kernel-call fast
+        path.  Such a parameter is therefore stepped with a zero gradient,
+        not skipped, when no new gradient is written before the next step.
         """
+        arenas: dict = {}
         for group in self.param_groups:
             for p in group["params"]:
+                arena = p.__dict__.get("_arena")
+                if arena is not None:
+                    arenas.setdefault(id(arena), (arena, []))[1].append(p)
+                    continue
                 if p.grad is not None:
                     if set_to_none:
                         p.grad = None
@@ -335,6 +347,8 @@ class Optimizer:
                         zero(p.grad)
                     else:
                         p.grad.fill(0)
+        for arena, members in arenas.values():
+            arena._zero_grads(members)
 
     # -- checkpoints ------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -114,6 +114,31 @@ class Parameter(np.ndarray):
     def __getitem__(self, key):
         return self.view(np.ndarray)[key]
 
+    def numpy(self) -> np.ndarray:
+        """The parameter's values as a plain ndarray view (no copy), as
+        ``tensor.detach().numpy()``: writes go to the parameter."""
+        return self.view(np.ndarray)
+
+    def detach(self) -> np.ndarray:
+        """A plain ndarray view of the parameter (no copy, no gradient), as
+        torch's ``detach()`` shares the tensor's storage.
+
+        ``.data`` is NumPy's (a ``memoryview`` of the memory), not torch's:
+        where torch code reads ``p.data``, use ``p`` itself (nothing here is
+        recorded by autograd) or ``p.detach()``; ``p.data = x`` becomes
+        ``p[...] = x`` (the optimizer holds this very array).
+
+        Examples
+        --------
+        >>> import numpy as np, nbopt
+        >>> w = nbopt.Parameter(np.zeros(2))
+        >>> v = w.detach()
+        >>> v[0] = 5.0
+        >>> type(v).__name__, w.tolist(), np.shares_memory(w.numpy(), w)
+        ('ndarray', [5.0, 0.0], True)
+        """
+        return self.view(np.ndarray)
+
     def __reduce__(self):
         # Pickled (e.g. by multiprocessing) as a plain array plus flags; the
         # gradient is not part of a parameter's value, as in torch.
@@ -239,6 +264,17 @@ class DeviceParameter:
         """A NumPy copy of the parameter's values."""
         return self.data.copy_to_host()
 
+    def detach(self):
+        """The parameter's device memory as a numba device array (no copy), as
+        torch's ``detach()`` shares the tensor's storage."""
+        return self.data
+
+    def numpy(self):
+        """Refused, as torch refuses ``numpy()`` of a CUDA tensor: there is no
+        host memory to view.  Use :meth:`copy_to_host`."""
+        raise TypeError(f"can't convert {self.device} device type parameter to numpy: use "
+                        "copy_to_host() to copy it to host memory first")
+
     def __len__(self):
         return self.shape[0]
 
@@ -298,11 +334,16 @@ class ParameterArena:
     -----
     The fast path needs each parameter's ``.grad`` to be its arena view.  Write
     gradients in place (``w.grad[...] = dw``, ``np.matmul(a, b, out=w.grad)``)
-    and clear them with :meth:`zero_grad` or ``opt.zero_grad(set_to_none=False)``.
-    Assigning a new array (``w.grad = dw``) still works; that parameter is then
-    reached through the pointer table, which costs a little more per step.
-    ``opt.zero_grad()`` (``set_to_none=True``) sets grads to None, as torch
-    does; :meth:`zero_grad` re-attaches the arena views.
+    and clear them with ``opt.zero_grad()`` or :meth:`zero_grad`: for an
+    arena's parameters both zero the arena's gradient buffer in place and
+    point each ``.grad`` back at its view, whatever ``set_to_none`` says (a
+    ``None`` could not be written into; torch's ``backward`` would make a new
+    gradient, here the next ``w.grad[...] = dw`` does).  A parameter whose
+    gradient is not written before the next step is therefore stepped with a
+    zero gradient rather than skipped.  Assigning a new array (``w.grad =
+    dw``) still works; that parameter is then reached through the pointer
+    table, which costs a little more per step, until the next ``zero_grad``
+    re-attaches its view.
 
     Examples
     --------
@@ -340,6 +381,7 @@ class ParameterArena:
             p = Parameter(view)
             g = self.grad[offset:offset + size].reshape(value.shape)
             p.grad = g
+            p.__dict__["_arena"] = self      # Optimizer.zero_grad re-attaches g
             self.params.append(p)
             self.grad_views.append(g)
             offset += size
@@ -372,6 +414,7 @@ class ParameterArena:
             p = DeviceParameter(self.data[offset:offset + size].reshape(value.shape))
             g = self.grad[offset:offset + size].reshape(value.shape)
             p.grad = g
+            p.__dict__["_arena"] = self
             self.params.append(p)
             self.grad_views.append(g)
             offset += size
@@ -392,7 +435,25 @@ class ParameterArena:
         else:
             self.grad.fill(0)
         for p, g in zip(self.params, self.grad_views):
-            p.grad = g
+            if p.grad is not g:
+                p.grad = g
+
+    def _zero_grads(self, members: list) -> None:
+        """``Optimizer.zero_grad`` for the arena's parameters among ``members``:
+        each gets its gradient view back, zeroed (the whole buffer in one pass
+        when ``members`` are all of the arena's parameters)."""
+        ids = {id(p) for p in members}
+        if len(ids) == len(self.params):
+            self.zero_grad()
+            return
+        for p, g in zip(self.params, self.grad_views):
+            if id(p) in ids:
+                if self.device is not None:
+                    _cuda().zero(g)
+                else:
+                    g.fill(0)
+                if p.grad is not g:
+                    p.grad = g
 
 
 class SparseGrad:

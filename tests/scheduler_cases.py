@@ -605,3 +605,27 @@ def run_error(case: ErrorCase, lib_name: str) -> dict:
         after = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         return {"type": type(exc).__name__, "message": message,
                 "unchanged": normalize(before) == normalize(after[:len(before)])}
+
+
+# torch's scheduler warnings send the user to PyTorch's issue tracker, its
+# docs, or "PyTorch 1.1.0"; nbopt's keep the category and the meaning without
+# that (issue 16).  Recorded torch warnings, reworded as nbopt words them:
+_TORCH_POINTERS = [
+    (" Please open an issue if you are unable to replicate your use case: "
+     "https://github.com/pytorch/pytorch/issues/new/choose.", ""),
+    (" See more details at https://pytorch.org/docs/stable/optim.html"
+     "#how-to-adjust-learning-rate", ""),
+    ("In PyTorch 1.1.0 and later, you should call them", "You should call them"),
+    ("will result in PyTorch skipping the first value", "will result in skipping the first value"),
+]
+
+
+def nbopt_wording(warnings_list: list) -> list:
+    """``[[index, category, message], ...]`` recorded from torch, with the
+    messages as nbopt words them."""
+    out = []
+    for index, category, message in warnings_list:
+        for theirs, ours in _TORCH_POINTERS:
+            message = message.replace(theirs, ours)
+        out.append([index, category, message])
+    return out

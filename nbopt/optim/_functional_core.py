@@ -64,14 +64,16 @@ API_CHANGED = "API has changed, `{}` argument must contain a list of singleton t
 GRAD_SCALE_MESSAGE = "Expected grad_scale and found_inf to be None"
 AUTOGRAD_MESSAGE = "_foreach ops don't support autograd"
 # torch's check that the lists of a foreach/fused call have one entry per parameter
+# (torch's messages end with "(Could this error message be improved?  If so,
+# please report an enhancement request to PyTorch.)": left out, it is not
+# PyTorch's code that raised)
 TENSORLISTS_MESSAGE = (
     "Expected std::all_of( nested_tensorlist.cbegin(), nested_tensorlist.cend(), "
     "[&](const auto& tensorlist) -> bool { return tensorlist.size() == num_tensors || "
-    "tensorlist.size() == 0; }) to be true, but got false.  (Could this error message be "
-    "improved?  If so, please report an enhancement request to PyTorch.)")
-MAX_EXP_AVG_SQS_MESSAGE = (
-    "Expected max_exp_avg_sqs.empty() to be true, but got false.  (Could this error message "
-    "be improved?  If so, please report an enhancement request to PyTorch.)")
+    "tensorlist.size() == 0; }) to be true, but got false.")
+MAX_EXP_AVG_SQS_MESSAGE = "Expected max_exp_avg_sqs.empty() to be true, but got false."
+TORCH_REPORT_SUFFIX = ("  (Could this error message be improved?  If so, please report an "
+                       "enhancement request to PyTorch.)")
 
 _DTYPES = frozenset(map(np.dtype, (np.float32, np.float64, np.complex64, np.complex128)))
 _TORCH_DTYPE = {"float32": "Float", "float64": "Double", "complex64": "ComplexFloat",
