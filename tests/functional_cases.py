@@ -502,15 +502,23 @@ def _sparse_adam_mutations():
             "empty_grad_step_zero": (empty_grad_step_zero, False)}
 
 
-def call_case(lib: Lib, fname: str, mutate):
-    """Build the case's inputs in ``lib`` and call the function: ``(args,
-    kwargs, outcome)`` with outcome None (no error) or ``[type name,
-    message]``; ``"skip"`` when the case does not apply."""
+def case_call(lib: Lib, fname: str, mutate):
+    """The case's inputs in ``lib``: ``(args, kwargs, applies)``, the base
+    call of ``fname`` changed by ``mutate``; ``applies`` is False when the
+    case does not apply to ``fname``."""
     if fname == "sparse_adam":
         args, kwargs = sparse_adam_call(lib)
     else:
         args, kwargs = base_call(lib, fname)
-    if mutate(lib, args, kwargs) is False:
+    return args, kwargs, mutate(lib, args, kwargs) is not False
+
+
+def call_case(lib: Lib, fname: str, mutate):
+    """Build the case's inputs in ``lib`` and call the function: ``(args,
+    kwargs, outcome)`` with outcome None (no error) or ``[type name,
+    message]``; ``"skip"`` when the case does not apply."""
+    args, kwargs, applies = case_call(lib, fname, mutate)
+    if not applies:
         return args, kwargs, "skip"
     return args, kwargs, _outcome(lib.function(fname), args, kwargs)
 

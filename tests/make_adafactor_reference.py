@@ -19,11 +19,12 @@ table (``cases.py``, which steps complex dtypes too) cannot take it.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from reference_io import run_trajectory, torch_to_numpy, two_groups, write_trajectories
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "adafactor_reference.npz")
 STEPS = 30
@@ -92,31 +93,6 @@ def _layout(a: np.ndarray, order: str) -> np.ndarray:
     return np.asfortranarray(a) if order == "F" else np.ascontiguousarray(a)
 
 
-def _groups(case: Case, params, lr_wrap):
-    opts = dict(case.options)
-    if case.tensor_lr:
-        opts["lr"] = lr_wrap(opts["lr"])
-    return [{"params": params[0]}, {"params": params[1], **case.group1}], opts
-
-
-def _snapshot(state_dict, params, to_numpy) -> dict:
-    snap = {}
-    flat = [p for group in params for p in group]
-    for i, p in enumerate(flat):
-        snap[f"param{i}"] = np.array(to_numpy(p))
-    for pid, entry in state_dict["state"].items():
-        for key, value in entry.items():
-            snap[f"state{pid}.{key}"] = np.array(to_numpy(value))
-    return snap
-
-
-def _reloaded(opt, make):
-    saved = opt.state_dict()
-    new = make()
-    new.load_state_dict(saved)
-    return new
-
-
 def run_nbopt(case: Case, inputs, reload: bool = False, start=None) -> dict:
     """``{step: snapshot}`` at CHECKPOINT_STEP and STEPS.  ``reload``: after the
     checkpoint, continue with a new optimizer that loaded the first one's
@@ -128,8 +104,11 @@ def run_nbopt(case: Case, inputs, reload: bool = False, start=None) -> dict:
                for pi in range(len(shapes))] for gi, shapes in enumerate(SHAPES)]
 
     def make():
-        groups, opts = _groups(case, params, lambda lr: np.array([lr], np.float32))
+        groups, opts = two_groups(case, params, lambda lr: np.array([lr], np.float32))
         return nbopt.Adafactor(groups, **opts)
+
+    def set_grad(p, g):
+        p.grad = None if g is None else _layout(g, case.order).copy(order="K")
 
     opt = make()
     first = 0
@@ -139,19 +118,9 @@ def run_nbopt(case: Case, inputs, reload: bool = False, start=None) -> dict:
             p[...] = v
         opt.load_state_dict(state_dict)
         first = CHECKPOINT_STEP
-    out = {}
-    for step in range(first, STEPS):
-        for gi, shapes in enumerate(SHAPES):
-            for pi in range(len(shapes)):
-                g = inputs[f"g{gi}{pi}"][step]
-                params[gi][pi].grad = None if grad_is_none(gi, pi, step) else \
-                    _layout(g, case.order).copy(order="K")
-        opt.step()
-        if step + 1 in (CHECKPOINT_STEP, STEPS):
-            out[step + 1] = _snapshot(opt.state_dict(), params, lambda x: x)
-        if reload and step + 1 == CHECKPOINT_STEP:
-            opt = _reloaded(opt, make)
-    return out
+    return run_trajectory(opt, make, params, inputs, grad_is_none, set_grad, lambda x: x,
+                          steps=STEPS, checkpoint=CHECKPOINT_STEP, reload=reload,
+                          first=first)[0]
 
 
 def run_torch(case: Case, inputs, reload: bool = False, stop: int | None = None):
@@ -164,26 +133,15 @@ def run_torch(case: Case, inputs, reload: bool = False, stop: int | None = None)
         for pi in range(len(shapes))] for gi, shapes in enumerate(SHAPES)]
 
     def make():
-        groups, opts = _groups(case, params, lambda lr: torch.tensor([lr]))
+        groups, opts = two_groups(case, params, lambda lr: torch.tensor([lr]))
         return torch.optim.Adafactor(groups, **opts)
 
-    opt = make()
-    out = {}
+    def set_grad(p, g):
+        p.grad = None if g is None else torch.from_numpy(_layout(g, case.order).copy(order="K"))
 
-    def to_numpy(x):
-        return x.detach().numpy() if hasattr(x, "detach") else x
-
-    for step in range(STEPS if stop is None else stop):
-        for gi, shapes in enumerate(SHAPES):
-            for pi in range(len(shapes)):
-                g = inputs[f"g{gi}{pi}"][step]
-                params[gi][pi].grad = None if grad_is_none(gi, pi, step) else \
-                    torch.from_numpy(_layout(g, case.order).copy(order="K"))
-        opt.step()
-        if step + 1 in (CHECKPOINT_STEP, STEPS):
-            out[step + 1] = _snapshot(opt.state_dict(), params, to_numpy)
-        if reload and step + 1 == CHECKPOINT_STEP:
-            opt = _reloaded(opt, make)
+    out, opt = run_trajectory(make(), make, params, inputs, grad_is_none, set_grad,
+                              torch_to_numpy, steps=STEPS, checkpoint=CHECKPOINT_STEP,
+                              reload=reload, stop=stop)
     if stop is not None:
         return out, params, opt
     return out
@@ -207,28 +165,8 @@ def torch_state_dict_as_numpy(state_dict) -> dict:
 
 
 def main() -> None:
-    import torch
-
-    if not torch.__version__.startswith("2.13."):
-        raise SystemExit(f"reference data must come from torch 2.13, found {torch.__version__}")
-    arrays = {}
-    index = {"torch": torch.__version__, "cases": []}
-    for ci, case in enumerate(CASES):
-        index["cases"].append(case.id)
-        for dtype in DTYPES:
-            inputs = make_inputs(ci, dtype)
-            prefix = f"{case.id}|{dtype}"
-            for k, v in inputs.items():
-                arrays[f"{prefix}|in|{k}"] = v
-            for step, snap in run_torch(case, inputs).items():
-                for k, v in snap.items():
-                    arrays[f"{prefix}|{step}|{k}"] = v
-            for k, v in run_torch(case, inputs, reload=True)[STEPS].items():
-                arrays[f"{prefix}|reload|{k}"] = v
-    arrays["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    np.savez_compressed(OUT, **arrays)
-    print(f"wrote {len(CASES)} cases to {OUT} ({os.path.getsize(OUT) / 1e6:.2f} MB)")
+    write_trajectories(OUT, CASES, lambda case: DTYPES,
+                       lambda ci, case, dtype: make_inputs(ci, dtype), run_torch, STEPS)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,12 @@ spec section 7.6).
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from reference_io import require_torch, write
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "lbfgs_reference.npz")
 STEPS = 4
@@ -255,10 +256,7 @@ def state_from_snapshot(arrays: dict, meta: dict) -> dict:
 # -- the reference file ---------------------------------------------------------------
 
 def main() -> None:
-    import torch
-
-    if not torch.__version__.startswith("2.13."):
-        raise SystemExit(f"reference data must come from torch 2.13, found {torch.__version__}")
+    torch = require_torch()
     torch.set_default_dtype(torch.float32)
     arrays = {}
     index = {"torch": torch.__version__, "cases": [], "meta": {}}
@@ -271,10 +269,7 @@ def main() -> None:
             for k, v in snap.items():
                 arrays[f"{case.id}|{step}|{k}"] = v
             index["meta"][f"{case.id}|{step}"] = meta
-    arrays["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    np.savez_compressed(OUT, **arrays)
-    print(f"wrote {len(CASES)} cases to {OUT} ({os.path.getsize(OUT) / 1e6:.2f} MB)")
+    write(OUT, arrays, index, len(CASES))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,13 @@ AMX-BF16 (Sapphire Rapids or newer), the path nbopt reproduces bit for bit.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from muon_cases import CASES, STEPS, make_inputs, run_torch  # noqa: E402
+from reference_io import require_torch, write_trajectories  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "muon_reference.npz")
 
@@ -43,27 +41,11 @@ def cpu_flags() -> list[str]:
 
 
 def main() -> None:
-    import torch
-
-    if not torch.__version__.startswith("2.13."):
-        raise SystemExit(f"reference data must come from torch 2.13, found {torch.__version__}")
-    arrays = {}
-    index = {"torch": torch.__version__, "cpu_flags": cpu_flags(),
-             "threads": torch.get_num_threads(), "cases": []}
-    for ci, case in enumerate(CASES):
-        index["cases"].append([case.id, list(case.dtypes)])
-        for dtype in case.dtypes:
-            inputs = make_inputs(ci, dtype)
-            prefix = f"{case.id}|{dtype}"
-            for step, snap in run_torch(case, inputs).items():
-                for k, v in snap.items():
-                    arrays[f"{prefix}|{step}|{k}"] = v
-            for k, v in run_torch(case, inputs, reload=True)[STEPS].items():
-                arrays[f"{prefix}|reload|{k}"] = v
-    arrays["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    np.savez_compressed(OUT, **arrays)
-    print(f"wrote {len(CASES)} cases to {OUT} ({os.path.getsize(OUT) / 1e6:.2f} MB)")
+    torch = require_torch()
+    write_trajectories(OUT, CASES, lambda case: case.dtypes,
+                       lambda ci, case, dtype: make_inputs(ci, dtype), run_torch, STEPS,
+                       index_extra={"cpu_flags": cpu_flags(), "threads": torch.get_num_threads()},
+                       entry=lambda case: [case.id, list(case.dtypes)], store_inputs=False)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from reference_io import run_trajectory, torch_to_numpy, two_groups
+
 STEPS = 20
 CHECKPOINT_STEP = 10
 DTYPES = ("float32", "float64")
@@ -96,41 +98,11 @@ def make_inputs(case_index: int, dtype: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _groups(case: MuonCase, params, lr_wrap):
-    opts = dict(case.options)
-    if case.tensor_lr:
-        opts["lr"] = lr_wrap(opts["lr"])
-    return [{"params": params[0]}, {"params": params[1], **case.group1}], opts
-
-
-def _snapshot(state_dict, params, to_numpy) -> dict[str, np.ndarray]:
-    snap = {}
-    flat = [p for group in params for p in group]
-    for i, p in enumerate(flat):
-        snap[f"param{i}"] = np.array(to_numpy(p))
-    for pid, entry in state_dict["state"].items():
-        for key, value in entry.items():
-            snap[f"state{pid}.{key}"] = np.array(to_numpy(value))
-    return snap
-
-
 def _run(make_params, make_opt, set_grad, to_numpy, inputs, reload: bool):
     params = make_params()
-    opt = make_opt(params)
-    out = {}
-    for step in range(STEPS):
-        for gi, shapes in enumerate(SHAPES):
-            for pi in range(len(shapes)):
-                g = None if grad_is_none(gi, pi, step) else inputs[f"g{gi}{pi}"][step]
-                set_grad(params[gi][pi], g)
-        opt.step()
-        if step + 1 in (CHECKPOINT_STEP, STEPS):
-            out[step + 1] = _snapshot(opt.state_dict(), params, to_numpy)
-        if reload and step + 1 == CHECKPOINT_STEP:
-            saved = opt.state_dict()
-            opt = make_opt(params)
-            opt.load_state_dict(saved)
-    return out
+    return run_trajectory(make_opt(params), lambda: make_opt(params), params, inputs,
+                          grad_is_none, set_grad, to_numpy, steps=STEPS,
+                          checkpoint=CHECKPOINT_STEP, reload=reload)[0]
 
 
 def run_nbopt(case: MuonCase, inputs, reload: bool = False):
@@ -143,7 +115,7 @@ def run_nbopt(case: MuonCase, inputs, reload: bool = False):
                 for gi, shapes in enumerate(SHAPES)]
 
     def make_opt(params):
-        groups, opts = _groups(case, params, lambda lr: np.array(lr, np.float32))
+        groups, opts = two_groups(case, params, lambda lr: np.array(lr, np.float32))
         return nbopt.Muon(groups, **opts)
 
     def set_grad(p, g):
@@ -160,13 +132,10 @@ def run_torch(case: MuonCase, inputs, reload: bool = False):
                  for pi in range(len(shapes))] for gi, shapes in enumerate(SHAPES)]
 
     def make_opt(params):
-        groups, opts = _groups(case, params, lambda lr: torch.tensor(lr))
+        groups, opts = two_groups(case, params, lambda lr: torch.tensor(lr))
         return torch.optim.Muon(groups, **opts)
 
     def set_grad(p, g):
         p.grad = None if g is None else torch.from_numpy(g.copy())
 
-    def to_numpy(x):
-        return x.detach().numpy() if hasattr(x, "detach") else x
-
-    return _run(make_params, make_opt, set_grad, to_numpy, inputs, reload)
+    return _run(make_params, make_opt, set_grad, torch_to_numpy, inputs, reload)

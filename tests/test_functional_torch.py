@@ -25,8 +25,8 @@ import pytest
 import nbopt
 from cases import CASES, SHAPES, TOLERANCES, VARIANT_CASES, grad_is_none, variant_dtypes
 from conftest import HAVE_TORCH, requires_torch
-from functional_cases import (FUNCTIONS, QUALNAMES, Lib, base_call, call_case, error_cases,
-                              run_functional, sparse_adam_call)
+from functional_cases import (FUNCTIONS, QUALNAMES, Lib, base_call, call_case, case_call,
+                              error_cases, run_functional)
 from make_functional_signatures import describe, functional_exports, resolve
 from nbopt.optim._functional_core import TORCH_REPORT_SUFFIX
 from trajectory import make_inputs
@@ -180,11 +180,8 @@ ERROR_IDS = [case_id for case_id, *_ in ERRORS]
 
 def _nbopt_outcome(fname, mutate):
     """Run the case through nbopt; on an error, check that nothing changed."""
-    if fname == "sparse_adam":
-        args, kwargs = sparse_adam_call(NP)
-    else:
-        args, kwargs = base_call(NP, fname)
-    if mutate(NP, args, kwargs) is False:
+    args, kwargs, applies = case_call(NP, fname, mutate)
+    if not applies:
         return args, kwargs, "skip"
     before = _snapshot(args, kwargs)
     try:

@@ -7,22 +7,16 @@ independence from numba.cuda, and the element functions both paths share.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
+from test_cuda_tiers import assert_never_imports_numba_cuda
 
 
 def test_cpu_lbfgs_never_imports_numba_cuda():
-    code = ("import sys, numpy as np, nbopt\n"
-            "w = nbopt.Parameter(np.linspace(-1, 1, 5))\n"
-            "def closure():\n"
-            "    w.grad = 2 * np.asarray(w)\n"
-            "    return float(np.asarray(w) @ np.asarray(w))\n"
-            "nbopt.LBFGS([w], line_search_fn='strong_wolfe').step(closure)\n"
-            "print('numba.cuda' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert_never_imports_numba_cuda(
+        "w = nbopt.Parameter(np.linspace(-1, 1, 5))\n"
+        "def closure():\n"
+        "    w.grad = 2 * np.asarray(w)\n"
+        "    return float(np.asarray(w) @ np.asarray(w))\n"
+        "nbopt.LBFGS([w], line_search_fn='strong_wolfe').step(closure)\n")
 
 
 def test_cuda_kernels_reuse_the_cpu_passes_element_functions():

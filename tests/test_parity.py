@@ -21,6 +21,7 @@ import pytest
 
 from cases import CASES, DTYPES, STEPS, TOLERANCES
 from conftest import load_reference, requires_torch
+from reference_io import read_trajectory
 from trajectory import make_inputs, run_nbopt, run_torch
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch_reference.npz")
@@ -35,17 +36,7 @@ def stored(case, dtype):
     prefix = f"{case.id}|{dtype}|"
     if f"{prefix}in|p00" not in ref:
         pytest.fail(f"no reference data for {case.id} {dtype}: run tests/make_reference.py")
-    inputs, expected = {}, {}
-    for key, value in ref.items():
-        if not key.startswith(prefix):
-            continue
-        _, _, step, name = key.split("|")
-        if step == "in":
-            inputs[name] = value
-        elif step == "reload":
-            continue
-        else:
-            expected.setdefault(int(step), {})[name] = value
+    inputs, expected, _ = read_trajectory(ref, prefix)
     return inputs, expected
 
 

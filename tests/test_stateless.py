@@ -72,36 +72,49 @@ class Lib:
                     for n, v in s.items()} for k, s in state.items()}
 
 
-def _scenario(lib: Lib, name: str, options: dict, values, swap_values, grads, fail=False):
-    """A live optimizer steps once; a swap-in set of parameters and state
-    (another optimizer's, one step further) steps twice inside the context;
-    then the live optimizer steps again.  Returns everything observable."""
+def _step(lib: Lib, opt, params, grads):
+    """``opt.step()`` after giving ``params`` the gradients ``grads``."""
+    for p, g in zip(params, grads):
+        lib.grad(p, g)
+    opt.step()
+
+
+def _live(lib: Lib, name: str, options: dict, values):
+    """The live parameters (two groups, the second at half the lr) and their optimizer."""
     live = [[lib.param(v) for v in g] for g in values]
     groups = [{"params": live[0]}, {"params": live[1], "lr": options["lr"] / 2}]
-    opt = lib.optimizer(name, groups, options)
-    # the swap-in side: its own optimizer, stepped twice, gives the state dict
+    return live, lib.optimizer(name, groups, options)
+
+
+def _donor(lib: Lib, name: str, options: dict, swap_values, grads):
+    """The swap-in parameters (two groups, the second at twice the lr) and
+    their own optimizer, stepped on ``grads[0]`` and ``grads[1]``."""
     other = [[lib.param(v) for v in g] for g in swap_values]
     donor_groups = [{"params": other[0]}, {"params": other[1], "lr": options["lr"] * 2}]
     donor = lib.optimizer(name, donor_groups, options)
     for k in range(2):
-        for p, g in zip([p for gr in other for p in gr], grads[k]):
-            lib.grad(p, g)
-        donor.step()
+        _step(lib, donor, [p for gr in other for p in gr], grads[k])
+    return other, donor
+
+
+def _scenario(lib: Lib, name: str, options: dict, values, swap_values, grads, fail=False):
+    """A live optimizer steps once; a swap-in set of parameters and state
+    (another optimizer's, one step further) steps twice inside the context;
+    then the live optimizer steps again.  Returns everything observable."""
+    live, opt = _live(lib, name, options, values)
+    # the swap-in side: its own optimizer, stepped twice, gives the state dict
+    other, donor = _donor(lib, name, options, swap_values, grads)
     sd = donor.state_dict()
     swap_state = {"state": sd["state"], "param_groups": sd["param_groups"]}
     flat_live = [p for gr in live for p in gr]
-    for p, g in zip(flat_live, grads[2]):
-        lib.grad(p, g)
-    opt.step()
+    _step(lib, opt, flat_live, grads[2])
     params_list_ids = [id(g["params"]) for g in opt.param_groups]
     names = {f"p{i}": p for i, p in enumerate(p for gr in other for p in gr)}
     seen_inside = {}
     try:
         with lib.swap(opt, names, swap_state):
             for k in (3, 4):
-                for p, g in zip(names.values(), grads[k]):
-                    lib.grad(p, g)
-                opt.step()
+                _step(lib, opt, names.values(), grads[k])
             seen_inside["lr"] = [g["lr"] for g in opt.param_groups]
             seen_inside["params"] = [opt.param_groups[0]["params"][0] is next(iter(names.values()))]
             if fail:
@@ -113,9 +126,7 @@ def _scenario(lib: Lib, name: str, options: dict, values, swap_values, grads, fa
         "same_lists": [id(g["params"]) for g in opt.param_groups] == params_list_ids,
         "same_params": all(a is b for a, b in zip(opt.param_groups[0]["params"], live[0])),
     }
-    for p, g in zip(flat_live, grads[5]):
-        lib.grad(p, g)
-    opt.step()
+    _step(lib, opt, flat_live, grads[5])
     out = {"live": [lib.array(p).copy() for p in flat_live],
            "swapped": [lib.array(p).copy() for p in names.values()],
            "swap_state": {k: {n: lib.array(v).copy() for n, v in s.items()}
@@ -138,25 +149,13 @@ def _reference_without_swap(name, options, values, swap_values, grads):
     never swapped, and the swap-in parameters stepped by a fresh optimizer
     with the live one's group layout and the swap-in state."""
     lib = Lib(False)
-    live = [[lib.param(v) for v in g] for g in values]
-    opt = lib.optimizer(name, [{"params": live[0]}, {"params": live[1],
-                                                     "lr": options["lr"] / 2}], options)
-    other = [[lib.param(v) for v in g] for g in swap_values]
-    donor_groups = [{"params": other[0]}, {"params": other[1], "lr": options["lr"] * 2}]
-    donor = lib.optimizer(name, donor_groups, options)
-    for k in range(2):
-        for p, g in zip([p for gr in other for p in gr], grads[k]):
-            lib.grad(p, g)
-        donor.step()
+    live, opt = _live(lib, name, options, values)
+    other, donor = _donor(lib, name, options, swap_values, grads)
     flat_live = [p for gr in live for p in gr]
     for k in (2, 5):
-        for p, g in zip(flat_live, grads[k]):
-            lib.grad(p, g)
-        opt.step()
+        _step(lib, opt, flat_live, grads[k])
     for k in (3, 4):                       # the donor is the swap-in optimizer
-        for p, g in zip([p for gr in other for p in gr], grads[k]):
-            lib.grad(p, g)
-        donor.step()
+        _step(lib, donor, [p for gr in other for p in gr], grads[k])
     return ([np.array(p) for p in flat_live], [np.array(p) for gr in other for p in gr],
             {k: {n: np.array(v) for n, v in s.items()}
              for k, s in donor.state_dict()["state"].items()})
@@ -238,7 +237,12 @@ def _valid():
 
 def _spoil(what):
     opt, sd = _valid()
-    params = {"w": nbopt.Parameter(np.zeros(3))}
+    return (opt,) + _spoiled(what, opt, {"w": nbopt.Parameter(np.zeros(3))}, sd)
+
+
+def _spoiled(what, opt, params, sd):
+    """Spoil ``params``/``sd`` (of nbopt's or torch's ``opt``) the way ``what`` names;
+    returns ``(params, sd)``."""
     if what == "uninitialised":
         opt.state.clear()
     elif what == "not a dict":
@@ -266,7 +270,7 @@ def _spoil(what):
         params = {}
     elif what == "extra state ids":
         sd["state"][7] = {}
-    return opt, params, sd
+    return params, sd
 
 
 MESSAGES = {
@@ -328,33 +332,7 @@ def test_invalid_swap_in_state_messages_are_torchs(what):
           "param_groups": [dict(g) for g in sd["param_groups"]]}
     params = {"w": torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))}
     # the same spoiling, on torch's objects
-    if what == "uninitialised":
-        opt.state.clear()
-    elif what == "not a dict":
-        sd = [sd]
-    elif what == "state not a dict":
-        sd["state"] = [1]
-    elif what == "state keyed by arrays":
-        sd["state"] = {w: {}}
-    elif what == "entry not a dict":
-        sd["state"][0] = [1]
-    elif what == "groups not a list":
-        sd["param_groups"] = tuple(sd["param_groups"])
-    elif what == "group count":
-        sd["param_groups"] = sd["param_groups"] * 2
-    elif what == "group not a dict":
-        sd["param_groups"] = [1]
-    elif what == "ids not ints":
-        sd["param_groups"][0]["params"] = ["0"]
-    elif what == "id count":
-        sd["param_groups"][0]["params"] = [0, 1]
-    elif what == "keys":
-        sd["param_groups"][0]["extra"] = 1
-        del sd["param_groups"][0]["eps"]
-    elif what == "too few params":
-        params = {}
-    elif what == "extra state ids":
-        sd["state"][7] = {}
+    params, sd = _spoiled(what, opt, params, sd)
     with pytest.raises(RuntimeError, match="^" + re.escape(MESSAGES[what]) + "$"):
         with torch.optim.swap_in_optimizer_params_and_state(opt, params, sd):
             pass

@@ -22,7 +22,8 @@ from cases import (CHECKPOINT_STEP, SHAPES, STEPS, VARIANT_CASES, Case, grad_is_
                    variant_dtypes)
 from conftest import load_reference, requires_torch
 from test_parity import assert_same_trajectory
-from trajectory import _snapshot, make_inputs, reloaded
+from reference_io import read_trajectory, run_trajectory, torch_to_numpy
+from trajectory import make_inputs
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                     "torch_variants_reference.npz")
@@ -60,9 +61,7 @@ def run(lib: str, case: Case, inputs, reload: bool = False):
         def to_grad(a):
             return torch.from_numpy(a.copy())
 
-        def to_numpy(x):
-            return x.detach().numpy() if hasattr(x, "detach") else x
-
+        to_numpy = torch_to_numpy
         wrap, module = torch.tensor, torch.optim
     else:
         import nbopt
@@ -79,19 +78,11 @@ def run(lib: str, case: Case, inputs, reload: bool = False):
         groups = [{"params": params[0]}, {"params": params[1], **case.group1}]
         return getattr(module, case.cls)(groups, **_options(case, wrap))
 
-    opt = make()
-    out = {}
-    for step in range(STEPS):
-        for gi, shapes in enumerate(SHAPES):
-            for pi in range(len(shapes)):
-                params[gi][pi].grad = None if grad_is_none(gi, pi, step) else \
-                    to_grad(inputs[f"g{gi}{pi}"][step])
-        opt.step()
-        if step + 1 in (CHECKPOINT_STEP, STEPS):
-            out[step + 1] = _snapshot(opt.state_dict(), params, to_numpy)
-        if reload and step + 1 == CHECKPOINT_STEP:
-            opt = reloaded(opt, make)
-    return out
+    def set_grad(p, g):
+        p.grad = None if g is None else to_grad(g)
+
+    return run_trajectory(make(), make, params, inputs, grad_is_none, set_grad, to_numpy,
+                          steps=STEPS, checkpoint=CHECKPOINT_STEP, reload=reload)[0]
 
 
 # -- committed reference data ---------------------------------------------------
@@ -103,17 +94,7 @@ def reference():
 def stored(case: Case, dtype: str):
     """(inputs, trajectory, reloaded final snapshot) recorded from torch."""
     prefix = f"{case.id}|{dtype}|"
-    inputs, expected, reload = {}, {}, {}
-    for key, value in reference().items():
-        if not key.startswith(prefix):
-            continue
-        step, name = key[len(prefix):].split("|")
-        if step == "in":
-            inputs[name] = value
-        elif step == "reload":
-            reload[name] = value
-        else:
-            expected.setdefault(int(step), {})[name] = value
+    inputs, expected, reload = read_trajectory(reference(), prefix)
     if not inputs:
         pytest.fail(f"no reference data for {case.id} {dtype}: run tests/make_reference.py")
     return inputs, expected, {STEPS: reload}

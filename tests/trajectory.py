@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cases import CHECKPOINT_STEP, SHAPES, STEPS, Case, grad_is_none
+from reference_io import reloaded, run_trajectory, torch_to_numpy, two_groups  # noqa: F401
 
 
 def make_inputs(case_index: int, dtype: str) -> dict[str, np.ndarray]:
@@ -29,34 +30,6 @@ def make_inputs(case_index: int, dtype: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _groups(case: Case, params, lr_wrap):
-    opts = dict(case.options)
-    if case.tensor_lr:
-        opts["lr"] = lr_wrap(opts["lr"])
-    g0 = {"params": params[0]}
-    g1 = {"params": params[1], **case.group1}
-    return [g0, g1], opts
-
-
-def _snapshot(state_dict, params, to_numpy) -> dict[str, np.ndarray]:
-    snap = {}
-    flat = [p for group in params for p in group]
-    for i, p in enumerate(flat):
-        snap[f"param{i}"] = np.array(to_numpy(p))
-    for pid, entry in state_dict["state"].items():
-        for key, value in entry.items():
-            snap[f"state{pid}.{key}"] = np.array(to_numpy(value))
-    return snap
-
-
-def reloaded(opt, make):
-    """A new optimizer from ``make()`` that loaded ``opt.state_dict()``."""
-    saved = opt.state_dict()
-    new = make()
-    new.load_state_dict(saved)
-    return new
-
-
 def run_nbopt(case: Case, inputs, arena: bool = False, reload: bool = False):
     """Returns ``{step: snapshot}`` at CHECKPOINT_STEP and STEPS.  ``reload``:
     after the CHECKPOINT_STEP snapshot, continue with a new optimizer that
@@ -73,33 +46,26 @@ def run_nbopt(case: Case, inputs, arena: bool = False, reload: bool = False):
     else:
         params = [[nbopt.Parameter(inputs[f"p{gi}{pi}"].copy()) for pi in range(len(shapes))]
                   for gi, shapes in enumerate(SHAPES)]
+
     # torch.tensor(lr) is float32, and so is the array standing in for it
     def make():
-        groups, opts = _groups(case, params, lambda lr: np.array(lr, np.float32))
+        groups, opts = two_groups(case, params, lambda lr: np.array(lr, np.float32))
         return getattr(nbopt, case.cls)(groups, **opts)
 
-    opt = make()
-    out = {}
-    for step in range(STEPS):
-        k = 0
-        for gi, shapes in enumerate(SHAPES):
-            for pi in range(len(shapes)):
-                p = params[gi][pi]
-                g = inputs[f"g{gi}{pi}"][step]
-                if grad_is_none(gi, pi, step):
-                    p.grad = None
-                elif arena:
-                    p.grad = ar.grad_views[k]     # written in place: the fast path
-                    p.grad[...] = g
-                else:
-                    p.grad = g.copy()
-                k += 1
-        opt.step()
-        if step + 1 in (CHECKPOINT_STEP, STEPS):
-            out[step + 1] = _snapshot(opt.state_dict(), params, lambda x: x)
-        if reload and step + 1 == CHECKPOINT_STEP:
-            opt = reloaded(opt, make)
-    return out
+    # an arena parameter's gradient: its view of the arena's buffer
+    views = {id(p): v for p, v in zip(ar.params, ar.grad_views)} if arena else {}
+
+    def set_grad(p, g):
+        if g is None:
+            p.grad = None
+        elif arena:
+            p.grad = views[id(p)]     # written in place: the fast path
+            p.grad[...] = g
+        else:
+            p.grad = g.copy()
+
+    return run_trajectory(make(), make, params, inputs, grad_is_none, set_grad, lambda x: x,
+                          steps=STEPS, checkpoint=CHECKPOINT_STEP, reload=reload)[0]
 
 
 def run_torch(case: Case, inputs, reload: bool = False):
@@ -109,21 +75,11 @@ def run_torch(case: Case, inputs, reload: bool = False):
                for pi in range(len(shapes))] for gi, shapes in enumerate(SHAPES)]
 
     def make():
-        groups, opts = _groups(case, params, lambda lr: torch.tensor(lr))
+        groups, opts = two_groups(case, params, lambda lr: torch.tensor(lr))
         return getattr(torch.optim, case.cls)(groups, **opts)
 
-    opt = make()
-    out = {}
-    for step in range(STEPS):
-        for gi, shapes in enumerate(SHAPES):
-            for pi in range(len(shapes)):
-                p = params[gi][pi]
-                p.grad = None if grad_is_none(gi, pi, step) else \
-                    torch.from_numpy(inputs[f"g{gi}{pi}"][step].copy())
-        opt.step()
-        if step + 1 in (CHECKPOINT_STEP, STEPS):
-            out[step + 1] = _snapshot(opt.state_dict(), params,
-                                      lambda x: x.detach().numpy() if hasattr(x, "detach") else x)
-        if reload and step + 1 == CHECKPOINT_STEP:
-            opt = reloaded(opt, make)
-    return out
+    def set_grad(p, g):
+        p.grad = None if g is None else torch.from_numpy(g.copy())
+
+    return run_trajectory(make(), make, params, inputs, grad_is_none, set_grad, torch_to_numpy,
+                          steps=STEPS, checkpoint=CHECKPOINT_STEP, reload=reload)[0]

@@ -3,11 +3,9 @@ over vectors (its unfactored path).
 
 The workloads are those of ``python -m nbopt bench --algorithms Adafactor``
 (``COUNTx(MxN)``: COUNT separate m x n matrices); the options are
-``nbopt/bench.py``'s.
+``nbopt/cli/bench.py``'s.
 """
-import numpy as np
-
-import nbopt
+from ._matrix_step import MatrixStep as _MatrixStep
 
 OPTIONS = {"lr": 1e-2}
 
@@ -23,31 +21,16 @@ WORKLOADS = {
     "100x100k": (100, (100_000,)),
 }
 
-_LAST = {}
 
-
-class Step:
+class Step(_MatrixStep):
     """``opt.step()`` of ``nbopt.Adafactor``, steady state (see bench_step.Step)."""
 
-    params = [["float32", "float64"], list(WORKLOADS)]
-    param_names = ["dtype", "workload"]
+    algorithm = "Adafactor"
+    options = OPTIONS
+    workloads = WORKLOADS
+    warmup_steps = 2
+    params = [_MatrixStep.dtypes, list(WORKLOADS)]
     timeout = 120
-
-    def setup(self, dtype, workload):
-        key = (dtype, workload)
-        if key not in _LAST:
-            _LAST.clear()
-            count, shape = WORKLOADS[workload]
-            rng = np.random.default_rng(0)
-            params = [nbopt.Parameter(rng.standard_normal(shape).astype(dtype))
-                      for _ in range(count)]
-            for p in params:
-                p.grad = rng.standard_normal(shape).astype(dtype)
-            _LAST[key] = nbopt.Adafactor(params, **OPTIONS)
-        self.opt = _LAST[key]
-        # the first step compiles (or loads from Numba's cache) the kernel
-        self.opt.step()
-        self.opt.step()
 
     def time_step(self, dtype, workload):
         self.opt.step()

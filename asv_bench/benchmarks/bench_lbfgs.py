@@ -32,7 +32,7 @@ class Step:
             np.subtract(g, b, out=g)
             x.grad = g
             # no BLAS (np.dot): its spinning threads would compete with the
-            # optimizer's (nbopt/bench_lbfgs.py)
+            # optimizer's (nbopt/cli/bench_lbfgs.py)
             np.subtract(g, b, out=tmp)
             np.multiply(tmp, x, out=tmp)
             return 0.5 * float(tmp.sum())

@@ -4,11 +4,9 @@ The workloads follow ``python -m nbopt bench --algorithms Muon``
 (``COUNTx(MxN)``: COUNT separate m x n matrices), scaled down so that a
 sample takes well under asv's timeout: the step's cost is the bfloat16
 Newton-Schulz matrix products, O(m * n * min(m, n)) per matrix.  The options
-are ``nbopt/bench.py``'s.
+are ``nbopt/cli/bench.py``'s.
 """
-import numpy as np
-
-import nbopt
+from ._matrix_step import MatrixStep as _MatrixStep
 
 OPTIONS = {"lr": 2e-2}
 
@@ -24,30 +22,15 @@ WORKLOADS = {
     "200x(16x32)": (200, (16, 32)),
 }
 
-_LAST = {}
 
-
-class Step:
+class Step(_MatrixStep):
     """``opt.step()`` of ``nbopt.Muon``, steady state (see bench_step.Step)."""
 
-    params = [["float32", "float64"], list(WORKLOADS)]
-    param_names = ["dtype", "workload"]
+    algorithm = "Muon"
+    options = OPTIONS
+    workloads = WORKLOADS
+    params = [_MatrixStep.dtypes, list(WORKLOADS)]
     timeout = 300
-
-    def setup(self, dtype, workload):
-        key = (dtype, workload)
-        if key not in _LAST:
-            _LAST.clear()
-            count, shape = WORKLOADS[workload]
-            rng = np.random.default_rng(0)
-            params = [nbopt.Parameter(rng.standard_normal(shape).astype(dtype))
-                      for _ in range(count)]
-            for p in params:
-                p.grad = rng.standard_normal(shape).astype(dtype)
-            _LAST[key] = nbopt.Muon(params, **OPTIONS)
-        self.opt = _LAST[key]
-        # the first step compiles (or loads from Numba's cache) the kernels
-        self.opt.step()
 
     def time_step(self, dtype, workload):
         self.opt.step()

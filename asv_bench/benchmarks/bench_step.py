@@ -1,15 +1,15 @@
 """One optimizer step of every element-wise algorithm, over the workloads of
-``python -m nbopt bench`` (``nbopt/bench.py``).
+``python -m nbopt bench`` (``nbopt/cli/bench.py``).
 
 ``ALGORITHMS`` is the list of benchmarked ``(class name, options)`` pairs,
-with the options ``nbopt/bench.py`` uses; adding an algorithm to nbopt adds
+with the options ``nbopt/cli/bench.py`` uses; adding an algorithm to nbopt adds
 one entry here.  ``WORKLOADS`` names the parameter layouts.
 """
 import numpy as np
 
 import nbopt
 
-# (nbopt class name, constructor options), as in nbopt/bench.py
+# (nbopt class name, constructor options), as in nbopt/cli/bench.py
 ALGORITHMS = [
     ("SGD", {"lr": 1e-3, "momentum": 0.9}),
     ("Adam", {"lr": 1e-3}),
