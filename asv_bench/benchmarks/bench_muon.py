@@ -6,6 +6,8 @@ sample takes well under asv's timeout: the step's cost is the bfloat16
 Newton-Schulz matrix products, O(m * n * min(m, n)) per matrix.  The options
 are ``nbopt/cli/bench.py``'s.
 """
+import nbopt
+
 from ._matrix_step import MatrixStep as _MatrixStep
 
 OPTIONS = {"lr": 2e-2}
@@ -34,3 +36,16 @@ class Step(_MatrixStep):
 
     def time_step(self, dtype, workload):
         self.opt.step()
+
+
+class StepBlasProducts(Step):
+    """The same step with ``nbopt.config.MUON_PRODUCTS = "blas"`` (NumPy's
+    float32 BLAS for the products: faster, bfloat16 noise away from torch)."""
+
+    def setup(self, dtype, workload):
+        self._saved = nbopt.config.MUON_PRODUCTS
+        nbopt.config.MUON_PRODUCTS = "blas"
+        super().setup(dtype, workload)
+
+    def teardown(self, dtype, workload):
+        nbopt.config.MUON_PRODUCTS = self._saved
