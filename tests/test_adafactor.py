@@ -25,6 +25,7 @@ from make_adafactor_reference import (CASES, CHECKPOINT_STEP, DTYPES, OUT, SHAPE
                                       torch_state_dict_as_numpy)
 from nbopt import config
 from nbopt.kernels import adafactor as kernels
+from reference_io import read_trajectory
 
 CASE_IDS = [c.id for c in CASES]
 
@@ -39,17 +40,7 @@ def stored(case, dtype):
     if f"{prefix}in|p00" not in ref:
         pytest.fail(f"no reference data for {case.id} {dtype}: "
                     "run tests/make_adafactor_reference.py")
-    inputs, expected, reload = {}, {}, {}
-    for key, value in ref.items():
-        if not key.startswith(prefix):
-            continue
-        _, _, step, name = key.split("|")
-        if step == "in":
-            inputs[name] = value
-        elif step == "reload":
-            reload[name] = value
-        else:
-            expected.setdefault(int(step), {})[name] = value
+    inputs, expected, reload = read_trajectory(ref, prefix)
     return inputs, expected, {STEPS: reload}
 
 
@@ -156,26 +147,40 @@ def test_loads_a_live_torch_state_dict(case):
 
 # -- options, shapes and layouts beyond the table (live torch) ------------------------------
 
-def _pair(shapes, dtype, opts, order="C", seed=0, steps=4, skip=None):
-    """nbopt and torch stepped on the same data; returns both (params, opt)."""
+def _step_pair(values, opts, steps, grad):
+    """nbopt's and torch's Adafactor over copies of ``values``, stepped
+    ``steps`` times on the same gradients: ``grad(k, step, p)`` is parameter
+    ``k``'s (nbopt's ``p``) at ``step``, None for none.  Returns both
+    (params, opt)."""
     import torch
 
-    rng = np.random.default_rng(seed)
-    lay = np.asfortranarray if order == "F" else np.ascontiguousarray
-    values = [lay(rng.standard_normal(s).astype(dtype)) for s in shapes]
     ps = [nbopt.Parameter(v.copy(order="K")) for v in values]
     ts = [torch.nn.Parameter(torch.from_numpy(v.copy(order="K"))) for v in values]
     o1, o2 = nbopt.Adafactor(ps, **opts), torch.optim.Adafactor(ts, **opts)
     for step in range(steps):
         for k, (p, t) in enumerate(zip(ps, ts)):
-            if skip is not None and skip(k, step):
+            g = grad(k, step, p)
+            if g is None:
                 p.grad = t.grad = None
-                continue
-            g = lay(rng.standard_normal(p.shape).astype(dtype))
-            p.grad, t.grad = g.copy(order="K"), torch.from_numpy(g.copy(order="K"))
+            else:
+                p.grad, t.grad = g.copy(order="K"), torch.from_numpy(g.copy(order="K"))
         o1.step()
         o2.step()
     return (ps, o1), (ts, o2)
+
+
+def _pair(shapes, dtype, opts, order="C", seed=0, steps=4, skip=None):
+    """nbopt and torch stepped on the same random data; returns both (params, opt)."""
+    rng = np.random.default_rng(seed)
+    lay = np.asfortranarray if order == "F" else np.ascontiguousarray
+    values = [lay(rng.standard_normal(s).astype(dtype)) for s in shapes]
+
+    def grad(k, step, p):
+        if skip is not None and skip(k, step):
+            return None
+        return lay(rng.standard_normal(p.shape).astype(dtype))
+
+    return _step_pair(values, opts, steps, grad)
 
 
 def _assert_pair_equal(pair):
@@ -236,25 +241,17 @@ def test_random_shapes_match_live_torch():
 def test_zero_infinite_and_nan_gradients_match_live_torch(dtype):
     """0/0, 1/0 and NaN go through the same operations as in torch (no
     exception, the same NaN and infinity positions)."""
-    import torch
-
     rng = np.random.default_rng(12)
     shapes = [(3, 4), (5,), (2, 3, 2)]
     values = [rng.standard_normal(s).astype(dtype) for s in shapes]
     for eps, fill in (((0.0, 1e-3), 0.0), ((None, 1e-3), np.inf), ((1e-30, 0.0), np.nan),
                       ((0.0, 0.0), -np.inf)):
-        ps = [nbopt.Parameter(v.copy()) for v in values]
-        ts = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
-        o1 = nbopt.Adafactor(ps, eps=eps, weight_decay=0.1)
-        o2 = torch.optim.Adafactor(ts, eps=eps, weight_decay=0.1)
-        for step in range(3):
-            for k, (p, t) in enumerate(zip(ps, ts)):
-                g = rng.standard_normal(p.shape).astype(dtype)
-                g.reshape(-1)[::2 + k] = fill if step != 1 else 0.0
-                p.grad, t.grad = g.copy(), torch.from_numpy(g.copy())
-            o1.step()
-            o2.step()
-        _assert_pair_equal(((ps, o1), (ts, o2)))
+        def grad(k, step, p, fill=fill):
+            g = rng.standard_normal(p.shape).astype(dtype)
+            g.reshape(-1)[::2 + k] = fill if step != 1 else 0.0
+            return g
+
+        _assert_pair_equal(_step_pair(values, {"eps": eps, "weight_decay": 0.1}, 3, grad))
 
 
 @requires_torch
@@ -285,25 +282,17 @@ def test_eps1_comes_from_the_groups_first_parameter_with_a_gradient():
     """torch sets eps1 once per group step, from the dtype of the first
     parameter that has a gradient: a float32 parameter after a float64 one
     uses float64's epsilon."""
-    import torch
-
     rng = np.random.default_rng(2)
     x64, x32, y32 = (rng.standard_normal((4, 5)), rng.standard_normal((3, 3)).astype(np.float32),
                      rng.standard_normal(6).astype(np.float32))
-    ps = [nbopt.Parameter(v.copy()) for v in (x64, x32, y32)]
-    ts = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in (x64, x32, y32)]
-    o1, o2 = nbopt.Adafactor(ps), torch.optim.Adafactor(ts)
-    for step in range(4):
-        for k, (p, t) in enumerate(zip(ps, ts)):
-            g = np.zeros_like(np.asarray(p)) if k else rng.standard_normal(p.shape)
-            if step % 2 and k == 0:       # then eps1 comes from the float32 one
-                p.grad = t.grad = None
-                continue
-            g = (g + 1e-20).astype(p.dtype)
-            p.grad, t.grad = g.copy(), torch.from_numpy(g.copy())
-        o1.step()
-        o2.step()
-    _assert_pair_equal(((ps, o1), (ts, o2)))
+
+    def grad(k, step, p):
+        g = np.zeros_like(np.asarray(p)) if k else rng.standard_normal(p.shape)
+        if step % 2 and k == 0:       # then eps1 comes from the float32 one
+            return None
+        return (g + 1e-20).astype(p.dtype)
+
+    _assert_pair_equal(_step_pair((x64, x32, y32), {}, 4, grad))
 
 
 @requires_torch
@@ -633,18 +622,9 @@ def test_empty_parameter_raises_as_torch():
             torch.optim.Adafactor([t]).step()
 
 
-def test_device_parameters_are_refused_clearly():
-    from types import SimpleNamespace
-
-    class FakeDevice(nbopt.DeviceParameter):
-        """Stands for a GPU parameter without a GPU."""
-
-        def __init__(self):
-            object.__setattr__(self, "flags", SimpleNamespace(
-                c_contiguous=True, f_contiguous=True, writeable=True))
-
-    with pytest.raises(NotImplementedError, match="GPU parameters"):
-        nbopt.Adafactor([FakeDevice()])
+# GPU parameters (nbopt.DeviceParameter) are stepped on their device: see
+# tests/gpu/test_device_adafactor_muon.py (run under the CUDA simulator by
+# tests/test_cuda_tiers.py, and on a GPU by tests/gpu/run.sh).
 
 
 def test_gradients_in_place_new_or_relaid_out_give_the_same_steps():
@@ -753,7 +733,7 @@ def test_reductions_follow_torchs_summation_order():
 # -- bench --------------------------------------------------------------------------------
 
 def test_bench_takes_matrix_workloads(tmp_path):
-    from nbopt import bench
+    from nbopt.cli import bench
 
     assert bench.workload_shape("100x(1024x1024)") == (100, (1024, 1024))
     assert bench.workload_shape("1000x1k") is None

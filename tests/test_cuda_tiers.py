@@ -43,6 +43,34 @@ def _run(script, *args, **env):
                           capture_output=True, text=True, timeout=600, env=full)
 
 
+def _run_ptx(script, *args):
+    """``_run`` of a tier 2 (PTX) script, which must succeed; skips where
+    NVVM is not installed (the script's exit status 2)."""
+    out = _run(script, *args)
+    if out.returncode == 2:
+        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def _assert_clean_float32_ptx(out, names):
+    """Every kernel of ``names`` has a float32 row with no float64
+    instruction and no fusable mul/add."""
+    for name in names:
+        assert re.search(rf"^{name} +float32 .*float64 instructions: 0, fusable mul/add: 0,",
+                         out.stdout, re.M), out.stdout
+
+
+def assert_never_imports_numba_cuda(code):
+    """``code``, run in a fresh interpreter after ``import sys, numpy as np,
+    nbopt``, succeeds without importing numba.cuda."""
+    out = subprocess.run([sys.executable, "-c", "import sys, numpy as np, nbopt\n" + code
+                          + "print('numba.cuda' in sys.modules)\n"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_every_elementwise_algorithm_has_a_cuda_kernel(name):
     opt = getattr(nbopt, name)([nbopt.Parameter([1.0, 2.0])])
@@ -66,31 +94,20 @@ def test_simulated_cuda_kernel_equals_the_cpu_kernel(name):
 @requires_numba_cuda
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_cuda_kernel_compiles_to_ptx_without_float64_in_float32_or_contraction(name):
-    out = _run("ptx_check.py", name)
-    if out.returncode == 2:
-        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = _run_ptx("ptx_check.py", name)
     assert "float32" in out.stdout and "float64 in a float32 kernel" not in out.stdout
     assert "fusable mul/add: 0" in out.stdout and "ptxas may fuse" not in out.stdout
 
 
 @requires_numba_cuda
 def test_averaging_and_fill_kernels_compile_to_ptx_without_float64_in_float32():
-    out = _run("ptx_check.py", "--helpers")
-    if out.returncode == 2:
-        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
-    assert out.returncode == 0, out.stdout + out.stderr
-    for name in ("swa", "lerp", "fill"):
-        assert re.search(rf"^{name} +float32 .*float64 instructions: 0, fusable mul/add: 0,",
-                         out.stdout, re.M), out.stdout
+    out = _run_ptx("ptx_check.py", "--helpers")
+    _assert_clean_float32_ptx(out, ("swa", "lerp", "fill"))
 
 
 @requires_numba_cuda
 def test_lbfgs_cuda_kernels_compile_to_ptx_without_float64_in_float32_or_contraction():
-    out = _run("ptx_check_lbfgs.py")
-    if out.returncode == 2:
-        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = _run_ptx("ptx_check_lbfgs.py")
     lines = {tuple(line.split()[:2]): line for line in out.stdout.splitlines()
              if line.startswith("lbfgs_")}
     names = ["gather", "add", "copy", "memory", "pass", "stats", "lanes", "permute"]
@@ -106,14 +123,31 @@ def test_lbfgs_cuda_kernels_compile_to_ptx_without_float64_in_float32_or_contrac
 
 
 @requires_numba_cuda
-def test_sparse_row_kernels_compile_to_ptx_without_float64_in_float32_or_contraction():
-    out = _run("ptx_sparse_check.py")
+def test_adafactor_and_muon_cuda_kernels_compile_to_ptx_without_float64_in_float32():
+    out = _run("ptx_check_adafactor_muon.py")
     if out.returncode == 2:
         pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
     assert out.returncode == 0, out.stdout + out.stderr
-    for name in ("sparse_adam", "adagrad_rows", "scatter_add"):
-        assert re.search(rf"^{name} +float32 .*float64 instructions: 0, fusable mul/add: 0,",
-                         out.stdout, re.M), out.stdout
+    lines = {tuple(line.split()[:2]): line for line in out.stdout.splitlines()
+             if line.startswith(("adafactor_", "muon_"))}
+    expected = {(f"adafactor_{n}", d) for n in ("reduce", "variance", "u", "coef", "apply")
+                for d in ("float32", "float64")}
+    expected |= {(f"muon_{n}", d) for n in ("momentum", "apply") for d in ("float32", "float64")}
+    expected |= {("muon_normalize", "float32"), ("muon_gemm", "float32")}
+    assert set(lines) == expected
+    for (name, dtype), line in lines.items():
+        assert "fusable mul/add: 0" in line, line
+        if dtype == "float32" and name != "adafactor_coef":   # torch's Python maths: float64
+            assert "float64 instructions: 0," in line, line
+    # the GEMM accumulates with fused multiply-adds
+    assert int(re.search(r"fma: (\d+)", lines[("muon_gemm", "float32")]).group(1)) > 0
+    assert out.stdout.rstrip().endswith("OK")
+
+
+@requires_numba_cuda
+def test_sparse_row_kernels_compile_to_ptx_without_float64_in_float32_or_contraction():
+    out = _run_ptx("ptx_sparse_check.py")
+    _assert_clean_float32_ptx(out, ("sparse_adam", "adagrad_rows", "scatter_add"))
     assert "ptxas may fuse" not in out.stdout
 
 
@@ -148,14 +182,9 @@ def test_a_device_array_without_numba_cuda_is_a_clear_error():
 
 
 def test_cpu_use_never_imports_numba_cuda():
-    code = ("import sys, numpy as np, nbopt\n"
-            "w = nbopt.Parameter(np.ones(3, np.float32)); w.grad = np.ones(3, np.float32)\n"
-            "nbopt.Adam([w]).step()\n"
-            "print('numba.cuda' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert_never_imports_numba_cuda(
+        "w = nbopt.Parameter(np.ones(3, np.float32)); w.grad = np.ones(3, np.float32)\n"
+        "nbopt.Adam([w]).step()\n")
 
 
 @requires_numba_cuda

@@ -526,22 +526,9 @@ def test_other_dtypes_are_refused_clearly():
         nbopt.Muon([p]).step()
 
 
-def test_cuda_parameters_are_refused_clearly():
-    from types import SimpleNamespace
-
-    class FakeDevice(nbopt.DeviceParameter):
-        """Stands for a GPU parameter without a GPU."""
-
-        def __init__(self):
-            object.__setattr__(self, "flags", SimpleNamespace(
-                c_contiguous=True, f_contiguous=True, writeable=True))
-            object.__setattr__(self, "device", "cuda:0")
-
-    with pytest.raises(NotImplementedError, match=r"^Muon does not support CUDA parameters "
-                                                  r"\(param_groups\[0\]\['params'\]\[0\] is on "
-                                                  r"cuda:0\): its Newton-Schulz matrix products "
-                                                  r"run on the host"):
-        nbopt.Muon([FakeDevice()])
+# GPU parameters (nbopt.DeviceParameter) are stepped on their device: see
+# tests/gpu/test_device_adafactor_muon.py (run under the CUDA simulator by
+# tests/test_cuda_tiers.py, and on a GPU by tests/gpu/run.sh).
 
 
 # -- behaviour ----------------------------------------------------------------------

@@ -43,7 +43,7 @@ from numba import config as _numba_config
 from numba import cuda
 
 from .. import config
-from ._common import fma, lerp
+from ._common import cast_like, fma, lerp
 
 __all__ = ["SIMULATED", "compile_kernel", "device_chunk", "device_ptr",
            "device_carray", "launch_shape", "no_contraction", "as_device_array",
@@ -62,6 +62,14 @@ def device_ptr(addr, like):
 
 if SIMULATED:
     from numba.np.numpy_support import carray as device_carray
+
+    def f32_bits(x):
+        """The bits of a float32 as a uint32."""
+        return np.float32(x).view(np.uint32)
+
+    def bits_f32(u):
+        """The float32 of bits ``u``."""
+        return np.uint32(u).view(np.float32)
 else:
     from numba.cuda import types as _types
     from numba.cuda.extending import intrinsic, overload, register_jitable
@@ -90,6 +98,36 @@ else:
             def impl(a, b, c):
                 return cuda.fma(a, b, c)
             return impl
+
+    @overload(cast_like, target="cuda", inline="always")
+    def _cast_like_cuda(x, a):
+        real = np.float32 if a.dtype.bitwidth == 32 else np.float64
+
+        def impl(x, a):
+            return real(x)
+        return impl
+
+    @intrinsic
+    def f32_bits(typingctx, x):
+        """The bits of a float32 as a uint32 (a bitcast)."""
+        if x != _types.float32:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(_types.uint32))
+
+        return _types.uint32(_types.float32), codegen
+
+    @intrinsic
+    def bits_f32(typingctx, u):
+        """The float32 of bits ``u`` (a uint32; a bitcast)."""
+        if u != _types.uint32:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(_types.float32))
+
+        return _types.float32(_types.uint32), codegen
 
     @overload(lerp, target="cuda", inline="always")
     def _lerp_cuda(a, b, w):

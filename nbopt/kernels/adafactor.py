@@ -45,13 +45,12 @@ Python computes it), then the update, its data still in the caches; U is
 kept in a per-thread buffer up to ``config.ADAFACTOR_STORE_LIMIT`` elements,
 recomputed beyond).  When one parameter outweighs a thread's share of the
 group, its work is split instead, in phases with a barrier between them:
-(1) its statistics (rows, columns or vector chunks in parallel; the norm of
-p), (2) the mean of R per batch, (3) U in parallel pieces, kept in a scratch
-array the size of the parameter (torch too makes U whole), (4) ``||U||``
-and the coefficient (one thread per parameter: a lane-ordered reduction
-cannot be split, and computing U inside it made a 10M-element step 2x
-slower), (5) the update in parallel pieces.  The host balances each phase's
-work items into one bin per thread.
+(1) its statistics (rows, columns or vector chunks in parallel), (2) the
+mean of R per batch, (3) U in parallel pieces, kept in a scratch array the
+size of the parameter (torch too makes U whole), (4) ``||U||`` and ``||p||``
+(lane-ordered reductions cannot be split: one thread for each, side by
+side), then the coefficient, (5) the update in parallel pieces.  The host
+balances each phase's work items into one bin per thread.
 """
 from __future__ import annotations
 
@@ -61,10 +60,12 @@ import numpy as np
 from numba import carray, prange
 from numba.extending import overload, register_jitable
 
-from ._common import addr_to_ptr, cast_like, cpu_kernels, fma, lerp
+from ._common import CudaKernel, addr_to_ptr, cast_like, cpu_kernels, fma, lerp
 
 __all__ = ["sumsq_lanes", "cascade_sum", "mean_rows", "adafactor_cpu",
-           "DESC_COLUMNS", "SCALAR_COLUMNS", "TASK_KINDS"]
+           "DESC_COLUMNS", "SCALAR_COLUMNS", "TASK_KINDS", "CUDA_KERNELS"]
+
+cuda = None     # bound when a CUDA kernel compiles (CudaKernel)
 
 
 _GRAIN = 32768                      # at::internal::GRAIN_SIZE
@@ -87,9 +88,9 @@ SCALAR_COLUMNS = ("omega", "rho", "eps2", "decay", "eps1", "eps1_sq", "d", "rho_
 # (the fused kinds do a whole parameter in one pass over p and g: the norm of
 # p, and the row and column statistics of a C-ordered one or the variance of
 # a vector; the others split a large parameter's work across threads)
-TASK_KINDS = ("pnorm", "rows_lane", "rows_seq", "cols_lane", "cols_seq", "vector",
-              "fused_matrix", "fused_vector")
-(T_PNORM, T_ROWS_LANE, T_ROWS_SEQ, T_COLS_LANE, T_COLS_SEQ, T_VECTOR, T_FUSED_MATRIX,
+TASK_KINDS = ("rows_lane", "rows_seq", "cols_lane", "cols_seq", "vector", "fused_matrix",
+              "fused_vector")
+(T_ROWS_LANE, T_ROWS_SEQ, T_COLS_LANE, T_COLS_SEQ, T_VECTOR, T_FUSED_MATRIX,
  T_FUSED_VECTOR) = range(len(TASK_KINDS))
 
 
@@ -450,10 +451,7 @@ def _phase1_task(task, desc, scal, keys, bases, state, pnorm, blk):
     sm, sn, ob = desc[i, S_M], desc[i, S_N], desc[i, OFF_BATCH]
     g = carray(addr_to_ptr(desc[i, G_ADDR], state), n_el)
     w1 = cast_like(scal[key, S_OMEGA], state)
-    if kind == T_PNORM:
-        p = carray(addr_to_ptr(desc[i, P_ADDR], state), n_el)
-        pnorm[i] = math.sqrt(sumsq_lanes(p, 0, n_el))
-    elif kind == T_FUSED_MATRIX:
+    if kind == T_FUSED_MATRIX:
         # a C-ordered parameter: the norm of p over its memory, then row by
         # row each row's norm and running column sums
         p = carray(addr_to_ptr(desc[i, P_ADDR], state), n_el)
@@ -716,6 +714,12 @@ def _fused_param(i, desc, scal, keys, sqrtn, bases, state, pnorm, coef, rmv, max
 
 
 @register_jitable(**_JIT)
+def _raw_at(address, n, x_like):
+    """``n`` elements of ``x_like``'s dtype at ``address``."""
+    return carray(addr_to_ptr(address, x_like), n)
+
+
+@register_jitable(**_JIT)
 def _raw(a, offset, n):
     """Elements ``offset:offset + n`` of C-contiguous ``a`` as a view without a
     reference to ``a`` (a slice of a reference-counted array costs two
@@ -732,7 +736,8 @@ def adafactor_group(desc, scal, keys, sqrtn, bases, tasks1, bins1, params2, bins
     ``desc``: the parameter table (DESC_COLUMNS); ``scal``: the scalar
     rows (SCALAR_COLUMNS), ``keys``: each parameter's row; ``sqrtn``: each
     parameter's ``numel ** 0.5``; ``bases``: the memory offset of every batch;
-    ``tasks1``/``params2``/``tasks3``: the work items of the phases, each
+    ``tasks1``/``params2``/``tasks3``: the work items of the phases
+    (``params2``: ``(0, i)`` mean(R) and ||U||, ``(1, i)`` ||p||), each
     grouped in bins (``bins*``: start offsets, one bin per thread);
     ``state``: the flat state (row and column factors, variances); ``pnorm``
     and ``coef`` (float64, per parameter), ``rmv`` (per batch): scratch;
@@ -776,27 +781,35 @@ def adafactor_group(desc, scal, keys, sqrtn, bases, tasks1, bins1, params2, bins
                      (4, 4, 8))
         part = _raw(work, row + u_n + 144, tn)
         for t in range(bins2[bi], bins2[bi + 1]):
-            _mean_r(params2[t], desc, scal, keys, sv, rmv, threads, acc, part)
+            if params2[t, 0] == 0:
+                _mean_r(params2[t, 1], desc, scal, keys, sv, rmv, threads, acc, part)
     # U, in pieces
     for bi in prange(bins3.shape[0] - 1):
         for t in range(bins3[bi], bins3[bi + 1]):
             i = tasks3[t, 0]
             _u_range(i, tasks3[t, 1], tasks3[t, 2], tasks3[t, 3], tasks3[t, 4], desc, scal,
                      keys, bases, sv, rmv, maximize, _raw(ustore, uoff[i], desc[i, NUMEL]), 0)
-    # ||U|| (torch's lane order: one thread per parameter) and the coefficient
+    # ||U|| (into coef until the coefficient replaces it) and ||p||: torch's
+    # lane order, so one thread per norm
     for bi in prange(bins2.shape[0] - 1):
         row = bi * width
         lanes = _raw(work, row + u_n, 8)
         tail = _raw(work, row + u_n + 8, 8)
         for t in range(bins2[bi], bins2[bi + 1]):
-            i = params2[t]
+            i = params2[t, 1]
             n_el = desc[i, NUMEL]
+            if params2[t, 0] == 1:
+                pnorm[i] = math.sqrt(sumsq_lanes(_raw_at(desc[i, P_ADDR], n_el, sv), 0, n_el))
+                continue
             w = _lanes(sv)
             lanes[:] = 0
             ntail = _feed(lanes, tail, _raw(ustore, uoff[i], n_el), n_el, 0, n_el - n_el % w,
                           w)
-            _coefficient(i, math.sqrt(_finish_lanes(lanes, tail, ntail, w)), scal, keys,
-                         sqrtn, pnorm, coef)
+            coef[i] = math.sqrt(_finish_lanes(lanes, tail, ntail, w))
+    for t in range(params2.shape[0]):
+        if params2[t, 0] == 0:
+            i = params2[t, 1]
+            _coefficient(i, coef[i], scal, keys, sqrtn, pnorm, coef)
     # the update, in pieces
     for bi in prange(bins3.shape[0] - 1):
         for t in range(bins3[bi], bins3[bi + 1]):
@@ -813,3 +826,135 @@ def work_width(ubuf: int, block: int, threads: int) -> int:
 
 
 adafactor_cpu = cpu_kernels(adafactor_group)
+
+
+# --------------------------------------------------------------------------
+# CUDA: Adafactor on device parameters (nbopt.optim._adafactor_cuda), one
+# parameter at a time, a few launches per parameter:
+#
+#   reduce (mode 0)  ||p||^2 -> sums[0]            (before the weight decay)
+#   reduce (mode 1)  row / column statistics        R, C = lerp(., row_mean(s, n|m), omega)
+#   variance         v = lerp(v, g * g, omega)      (0-d / 1-D parameters)
+#   reduce (mode 2)  max(mean(R, dim=-2), eps1) per batch
+#   u                U from the element functions factored_u / vector_u
+#   reduce (mode 0)  ||U||^2 -> sums[1]
+#   coef             -alpha / denom: _coefficient, in float64 as torch's Python
+#   apply            apply_update (weight decay, then the fused add)
+#
+# The element maths is the CPU kernel's (the same Python functions, compiled
+# for the device).  The reductions are not torch's CPU order: thread t of a
+# block adds the elements t, t + blockDim, ... of one output in sequence, and
+# thread 0 adds the threads' sums in order: deterministic for a given
+# NBOPT_CUDA_THREADS, within a few ulps of the CPU path (torch's CUDA kernels
+# reduce in yet another order).  Every kernel but ``coef`` holds only the
+# parameter dtype's arithmetic (host scalars arrive cast to it).
+
+
+def adafactor_reduce_cuda(x, bases, per_batch, s_outer, s_inner, count, out, cnt, w1, eps1,
+                          zero, mode, lanes):
+    """One block per output ``o < out.shape[0]`` (grid-stride): the sum over
+    ``k < count`` of ``x[base + k * s_inner] ** 2`` (mode 2: of the values),
+    ``base = bases[o // per_batch] + (o % per_batch) * s_outer`` (``bases``
+    empty: ``o * s_outer``).  Mode 0 stores the sum in ``out[o]``; mode 1
+    ``out[o] = lerp(out[o], row_mean(sum, cnt), w1)`` (row and column
+    statistics); mode 2 ``out[o] = max(sum / cnt, eps1)`` (the clamped mean
+    of R).  ``lanes``: scratch of (gridDim, blockDim)."""
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    bid = cuda.blockIdx.x
+    for o in range(bid, out.shape[0], cuda.gridDim.x):
+        if bases.shape[0] != 0:
+            b = o // per_batch
+            base = bases[b] + (o - b * per_batch) * s_outer
+        else:
+            base = o * s_outer
+        acc = zero
+        for q in range(t, count, nt):
+            v = x[base + q * s_inner]
+            if mode == 2:
+                acc = acc + v
+            else:
+                acc = acc + v * v
+        lanes[bid, t] = acc
+        cuda.syncthreads()
+        if t == 0:
+            s = lanes[bid, 0]
+            for q in range(1, nt):
+                s = s + lanes[bid, q]
+            if mode == 0:
+                out[o] = s
+            elif mode == 1:
+                out[o] = lerp(out[o], row_mean(s, cnt), w1)
+            else:
+                rm = s / cnt
+                if eps1 > rm:           # clamp_(min=eps1): NaN passes
+                    rm = eps1
+                out[o] = rm
+        cuda.syncthreads()
+
+
+def adafactor_variance_cuda(g, v, w1):
+    """``v = lerp(v, g * g, w1)``: the variance of a 0-d/1-D parameter."""
+    for i in range(cuda.grid(1), v.shape[0], cuda.gridsize(1)):
+        x = g[i]
+        v[i] = lerp(v[i], x * x, w1)
+
+
+def adafactor_u_cuda(g, bases, m, n, s_m, s_n, row, col, rmv, var, factored, maximize,
+                     eps1_sq, one, u):
+    """U in C order: ``u[q]`` for element ``(b, i, j)`` of the (batches, m, n)
+    parameter (a 0-d/1-D one: m = 1, its variance ``var``), read from the
+    gradient's memory at ``bases[b] + i * s_m + j * s_n``."""
+    mn = m * n
+    for q in range(cuda.grid(1), u.shape[0], cuda.gridsize(1)):
+        b = q // mn
+        rem = q - b * mn
+        i = rem // n
+        j = rem - i * n
+        gv = g[bases[b] + i * s_m + j * s_n]
+        if maximize:
+            gv = -gv
+        if factored:
+            u[q] = factored_u(gv, row[b * m + i], col[b * n + j], rmv[b], eps1_sq, one)
+        else:
+            u[q] = vector_u(gv, var[q], eps1_sq, one)
+
+
+def adafactor_coef_cuda(i, sums, scal, keys, sqrtn, pnorm, coef, out):
+    """Parameter ``i``'s ``-alpha / denom`` from ``sums`` (``||p||^2``,
+    ``||U||^2``): :func:`_coefficient`, torch's Python arithmetic in float64
+    (the one kernel with float64 instructions by design); ``out[0]`` gets it
+    in the parameter dtype."""
+    if cuda.grid(1) == 0:
+        pnorm[i] = math.sqrt(sums[0])
+        _coefficient(i, math.sqrt(sums[1]), scal, keys, sqrtn, pnorm, coef)
+        out[0] = coef[i]
+
+
+def adafactor_apply_cuda(p, u, bases, m, n, s_m, s_n, a, decay, decay_on, fused):
+    """The update of every element from U (``a[0]``: the coefficient)."""
+    mn = m * n
+    alpha = a[0]
+    for q in range(cuda.grid(1), u.shape[0], cuda.gridsize(1)):
+        b = q // mn
+        rem = q - b * mn
+        i = rem // n
+        j = rem - i * n
+        k = bases[b] + i * s_m + j * s_n
+        p[k] = apply_update(p[k], u[q], alpha, decay, decay_on, fused)
+
+
+_CUDA_ELEMENTS = (factored_u, vector_u, apply_update, row_mean, _coefficient)
+
+adafactor_reduce_cuda_kernel = CudaKernel(adafactor_reduce_cuda, *_CUDA_ELEMENTS)
+adafactor_variance_cuda_kernel = CudaKernel(adafactor_variance_cuda, *_CUDA_ELEMENTS)
+adafactor_u_cuda_kernel = CudaKernel(adafactor_u_cuda, *_CUDA_ELEMENTS)
+adafactor_coef_cuda_kernel = CudaKernel(adafactor_coef_cuda, *_CUDA_ELEMENTS)
+adafactor_apply_cuda_kernel = CudaKernel(adafactor_apply_cuda, *_CUDA_ELEMENTS)
+
+# name -> kernel, for the PTX tier (tests/gpu/ptx_check_adafactor_muon.py)
+CUDA_KERNELS = {
+    "reduce": adafactor_reduce_cuda_kernel, "variance": adafactor_variance_cuda_kernel,
+    "u": adafactor_u_cuda_kernel, "coef": adafactor_coef_cuda_kernel,
+    "apply": adafactor_apply_cuda_kernel,
+}

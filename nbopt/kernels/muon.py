@@ -94,10 +94,14 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 
 from .. import config
-from ._common import _jit, cast_like, cpu_kernels, fma, lerp
+from ._common import CudaKernel, _jit, cast_like, cpu_kernels, fma, lerp
+
+# bound when a CUDA kernel compiles (MuonCudaKernel): numba.cuda and the
+# device bitcasts of nbopt.kernels._cuda
+cuda = f32_bits = bits_f32 = None
 
 __all__ = ["round_bf16", "to_bfloat16", "newton_schulz", "muon_step", "adjust_lr",
            "products_mode", "FALLBACK_LIMIT", "matmul_seconds"]
@@ -137,6 +141,15 @@ def _bits_f32(typingctx, u):
     return sig, codegen
 
 
+@register_jitable(error_model="numpy")
+def bf16_bits(u):
+    """The bits (a uint64 holding a float32's bits) rounded to the nearest
+    bfloat16, ties to even: the rounding of :func:`round_bf16`, shared by the
+    CPU and the CUDA kernels."""
+    return (u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & np.uint64(1))) \
+        & np.uint64(0xFFFF0000)
+
+
 @njit(inline="always", error_model="numpy")
 def _round_bf16(x):
     """float32 ``x`` rounded to the nearest bfloat16 (ties to even), as a
@@ -144,10 +157,15 @@ def _round_bf16(x):
     ``c10::BFloat16(float)``."""
     if x != x:
         return x
-    u = np.uint64(_f32_bits(x))      # (Numba adds uint32s in uint64)
-    u = (u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & np.uint64(1))) \
-        & np.uint64(0xFFFF0000)
-    return _bits_f32(np.uint32(u))
+    # (Numba adds uint32s in uint64)
+    return _bits_f32(np.uint32(bf16_bits(np.uint64(_f32_bits(x)))))
+
+
+def round_bf16_device(x):
+    """:func:`_round_bf16` in a CUDA kernel (its bitcasts are numba-cuda's)."""
+    if x != x:
+        return x
+    return bits_f32(np.uint32(bf16_bits(np.uint64(f32_bits(x)))))
 
 
 def round_bf16(x):
@@ -172,16 +190,40 @@ to_bfloat16 = round_bf16
 # --------------------------------------------------------------------------
 # element-wise passes (param dtype in, bfloat16-valued float32 work matrix out)
 
+@register_jitable(error_model="numpy")
+def momentum_element(g, b, w_buf, w_nest, nesterov):
+    """One element's momentum: ``(lerp(b, g, w_buf), the update before its
+    bfloat16 rounding)`` (CPU and CUDA kernels)."""
+    b = lerp(b, g, w_buf)
+    u = lerp(g, b, w_nest) if nesterov else b
+    return b, u
+
+
+@register_jitable(error_model="numpy")
+def apply_element(p, v, decay, neg_lr):
+    """``fma(neg_lr, v, p * decay)``: torch's ``p.mul_(1 - lr * wd)`` then
+    ``p.add_(X, alpha=-lr_adj)`` (``v``: X's entry in the parameter dtype)."""
+    return fma(neg_lr, v, p * decay)
+
+
+@register_jitable(error_model="numpy")
+def epilogue_element(acc, cij, alpha, beta, use_c):
+    """torch's bfloat16 GEMM epilogue before the rounding: ``alpha * acc``,
+    or ``fma(beta, c, alpha * acc)``."""
+    v = alpha * acc
+    if use_c:
+        v = fma(beta, cij, v)
+    return v
+
+
 def muon_momentum(grad, buf, x, w_buf, w_nest, nesterov, transpose):
     """``buf = lerp(buf, grad, w_buf)``; ``x = bf16(lerp(grad, buf, w_nest)``
     or ``bf16(buf))``, stored at ``x[i, j]`` or, with ``transpose``, ``x[j, i]``."""
     m, n = grad.shape
     for i in prange(m):
         for j in range(n):
-            g = grad[i, j]
-            b = lerp(buf[i, j], g, w_buf)
+            b, u = momentum_element(grad[i, j], buf[i, j], w_buf, w_nest, nesterov)
             buf[i, j] = b
-            u = lerp(g, b, w_nest) if nesterov else b
             v = _round_bf16(np.float32(u))
             if transpose:
                 x[j, i] = v
@@ -243,7 +285,7 @@ def muon_apply(param, x, decay, neg_lr, transpose):
     for i in prange(m):
         for j in range(n):
             v = cast_like(x[j, i] if transpose else x[i, j], param)
-            param[i, j] = fma(neg_lr, v, param[i, j] * decay)
+            param[i, j] = apply_element(param[i, j], v, decay, neg_lr)
 
 
 muon_apply_cpu = cpu_kernels(muon_apply)
@@ -264,10 +306,8 @@ def muon_round_product(out, c, alpha, beta, use_c, symmetric):
     if not symmetric:
         for i in prange(m):
             for j in range(n):
-                v = alpha * out[i, j]
-                if use_c:
-                    v = fma(beta, c[i, j], v)
-                out[i, j] = _round_bf16(v)
+                out[i, j] = _round_bf16(epilogue_element(out[i, j], c[i, j], alpha, beta,
+                                                         use_c))
         return
     tiles = (m + _MIRROR_TILE - 1) // _MIRROR_TILE
     for ti in prange(tiles):
@@ -277,10 +317,8 @@ def muon_round_product(out, c, alpha, beta, use_c, symmetric):
             j1 = min(j0 + _MIRROR_TILE, n)
             for i in range(i0, i1):
                 for j in range(max(i, j0), j1):
-                    v = alpha * out[i, j]
-                    if use_c:
-                        v = fma(beta, c[i, j], v)
-                    out[i, j] = _round_bf16(v)
+                    out[i, j] = _round_bf16(epilogue_element(out[i, j], c[i, j], alpha, beta,
+                                                             use_c))
             for j in range(j0, j1):
                 for i in range(i0, min(i1, j)):
                     out[j, i] = out[i, j]
@@ -325,10 +363,7 @@ def _single(even, x, ae, w):
 
 @njit(inline="always", error_model="numpy")
 def _epilogue(acc, c, i, j, alpha, beta, use_c):
-    v = alpha * acc
-    if use_c:
-        v = fma(beta, c[i, j], v)
-    return _round_bf16(v)
+    return _round_bf16(epilogue_element(acc, c[i, j], alpha, beta, use_c))
 
 
 @njit(inline="always", error_model="numpy")
@@ -687,3 +722,114 @@ def muon_step(param, grad, buf, ws: Workspace, group, lr, products: str) -> None
     decay = 1 - lr * group["weight_decay"]
     apply = muon_apply_cpu[1] if _parallel(size, products) else muon_apply_cpu[0]
     apply(param, x, dtype(decay), dtype(-float(adjusted)), tall)
+
+
+# --------------------------------------------------------------------------
+# CUDA: Muon on device parameters (nbopt.optim._muon_cuda).  The element
+# functions above, compiled for the device; the norm is
+# nbopt.kernels.adafactor's block reduction (mode 0).  The products are a
+# tiled shared-memory float32 GEMM: each output adds its K products in order
+# (one fused multiply-add each: products of bfloat16 values are exact in
+# float32), then torch's epilogue and bfloat16 rounding.  The symmetric
+# products (X X^T, A A + A) come out symmetric bit for bit without mirroring:
+# entries (i, j) and (j, i) add the same products in the same order.  Only
+# the order of the float32 additions differs from torch's (as with
+# MUON_PRODUCTS="blas"): bfloat16 noise, a few % of the update's largest entry.
+
+#: side of the GEMM's square output tile (threads per block: TILE * TILE)
+TILE = 16
+
+
+def muon_momentum_cuda(grad, buf, x, w_buf, w_nest, nesterov, transpose):
+    """:func:`muon_momentum`, one thread per element (grid-stride)."""
+    m, n = grad.shape
+    for q in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+        i = q // n
+        j = q - i * n
+        b, u = momentum_element(grad[i, j], buf[i, j], w_buf, w_nest, nesterov)
+        buf[i, j] = b
+        v = round_bf16_device(np.float32(u))
+        if transpose:
+            x[j, i] = v
+        else:
+            x[i, j] = v
+
+
+def muon_normalize_cuda(x, sums, floor):
+    """``x = bf16(x / max(bf16(sqrt(sums[0])), floor))`` over the flat work
+    matrix (``floor``: bf16(eps); the clamp keeps NaN)."""
+    norm = round_bf16_device(math.sqrt(sums[0]))
+    denom = norm if (norm != norm or norm > floor) else floor
+    for q in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        x[q] = round_bf16_device(x[q] / denom)
+
+
+def muon_gemm_cuda(left, right, c, out, alpha, beta, use_c, trans_right):
+    """``out = bf16(epilogue(left @ right))`` (``right`` read transposed with
+    ``trans_right``): blocks of TILE x TILE threads over output tiles
+    (grid-stride in both dimensions), K in TILE-deep slices through shared
+    memory, one float32 sum per output in K order."""
+    sl = cuda.shared.array((TILE, TILE), np.float32)
+    sr = cuda.shared.array((TILE, TILE), np.float32)
+    ty = cuda.threadIdx.y
+    tx = cuda.threadIdx.x
+    m, k_total = left.shape
+    n = out.shape[1]
+    zero = np.float32(0)
+    for bi in range(cuda.blockIdx.y, (m + TILE - 1) // TILE, cuda.gridDim.y):
+        for bj in range(cuda.blockIdx.x, (n + TILE - 1) // TILE, cuda.gridDim.x):
+            i = bi * TILE + ty
+            j = bj * TILE + tx
+            acc = zero
+            for k0 in range(0, k_total, TILE):
+                kl = k0 + tx
+                sl[ty, tx] = left[i, kl] if i < m and kl < k_total else zero
+                kr = k0 + ty
+                if j < n and kr < k_total:
+                    sr[ty, tx] = right[j, kr] if trans_right else right[kr, j]
+                else:
+                    sr[ty, tx] = zero
+                cuda.syncthreads()
+                for kk in range(min(TILE, k_total - k0)):
+                    acc = fma(sl[ty, kk], sr[kk, tx], acc)
+                cuda.syncthreads()
+            if i < m and j < n:
+                cij = c[i, j] if use_c else zero
+                out[i, j] = round_bf16_device(epilogue_element(acc, cij, alpha, beta, use_c))
+
+
+def muon_apply_cuda(param, x, decay, neg_lr, transpose):
+    """:func:`muon_apply`, one thread per element (grid-stride)."""
+    m, n = param.shape
+    for q in range(cuda.grid(1), m * n, cuda.gridsize(1)):
+        i = q // n
+        j = q - i * n
+        v = cast_like(x[j, i] if transpose else x[i, j], param)
+        param[i, j] = apply_element(param[i, j], v, decay, neg_lr)
+
+
+class MuonCudaKernel(CudaKernel):
+    """A CUDA kernel of this module (see :class:`nbopt.kernels._common.CudaKernel`),
+    which also binds the device bitcasts of :func:`round_bf16_device`."""
+
+    def get(self):
+        if self._compiled is None:
+            from . import _cuda
+
+            globals().update(f32_bits=_cuda.f32_bits, bits_f32=_cuda.bits_f32)
+        return super().get()
+
+
+_CUDA_ELEMENTS = (bf16_bits, round_bf16_device, momentum_element, apply_element,
+                  epilogue_element)
+
+muon_momentum_cuda_kernel = MuonCudaKernel(muon_momentum_cuda, *_CUDA_ELEMENTS)
+muon_normalize_cuda_kernel = MuonCudaKernel(muon_normalize_cuda, *_CUDA_ELEMENTS)
+muon_gemm_cuda_kernel = MuonCudaKernel(muon_gemm_cuda, *_CUDA_ELEMENTS)
+muon_apply_cuda_kernel = MuonCudaKernel(muon_apply_cuda, *_CUDA_ELEMENTS)
+
+# name -> kernel, for the PTX tier (tests/gpu/ptx_check_adafactor_muon.py)
+CUDA_KERNELS = {
+    "momentum": muon_momentum_cuda_kernel, "normalize": muon_normalize_cuda_kernel,
+    "gemm": muon_gemm_cuda_kernel, "apply": muon_apply_cuda_kernel,
+}

@@ -116,7 +116,7 @@ class _Flat:
         for i, p in enumerate(params):
             row = self.table[i]
             numel = p.size
-            row[k.P_ADDR], row[k.NUMEL] = _address(p), numel
+            row[k.P_ADDR], row[k.NUMEL] = self._param_address(p), numel
             self.sqrt_numel[i] = numel ** 0.5          # torch's Python pow
             if p.ndim > 1:
                 m, nn = p.shape[-2], p.shape[-1]
@@ -142,14 +142,36 @@ class _Flat:
             row[k.OFF_BATCH] = nbatch
             nbatch += nb
         self.bases = np.concatenate(bases).astype(np.int64) if bases else np.zeros(0, np.int64)
-        self.buf = aligned_zeros(cursor, self.dtype)
-        self.rmv = np.zeros(max(nbatch, 1), self.dtype)
+        self.buf = self._zeros(cursor)
+        self.rmv = self._zeros(max(nbatch, 1))
         self.c_order = np.array([p.flags.c_contiguous for p in params], bool)
         self.steps = np.zeros(n, np.float32)
         self.owned: list = [None] * n          # the ParamState each slot's views went to
         self.initialized = np.zeros(n, bool)
         self.seen = (None, -1)                 # (state mapping, version) found in sync
         self._plan = None
+
+    on_device = False
+
+    # -- where the memory is (the device flat, nbopt.optim._adafactor_cuda,
+    # overrides these) ----------------------------------------------------------
+    @staticmethod
+    def _param_address(p) -> int:
+        return _address(p)
+
+    def _zeros(self, n: int):
+        return aligned_zeros(n, self.dtype)
+
+    def _detach(self, value):
+        """A loaded value that is not a view of the flat buffer."""
+        return value.copy() if np.may_share_memory(value, self.buf) else value
+
+    def _write(self, view, value) -> None:
+        np.copyto(view, value, casting="unsafe")
+
+    @staticmethod
+    def _zero(view) -> None:
+        view.fill(0)
 
     # -- views -------------------------------------------------------------------
     def views(self, i: int) -> dict:
@@ -203,8 +225,7 @@ class _Flat:
 
     def apply_sync(self, changes: list, state) -> None:
         # values that are views of this buffer are read before any is written
-        copies = {i: {name: (v.copy() if np.may_share_memory(v, self.buf) else v)
-                      for name, v in parsed[1].items()}
+        copies = {i: {name: self._detach(v) for name, v in parsed[1].items()}
                   for i, parsed, _ in changes if parsed is not None}
         for i, parsed, entry in changes:
             p = self.params[i]
@@ -223,7 +244,7 @@ class _Flat:
             self.steps[i] = parsed[0]
             views = self.views(i)
             for name, value in copies[i].items():
-                np.copyto(views[name], value, casting="unsafe")
+                self._write(views[name], value)
             if target is entry:
                 dict.clear(target)
             for key, value in items:
@@ -247,7 +268,7 @@ class _Flat:
         self.steps[i] = 0
         dict.__setitem__(new, "step", self._step_view(i))
         for name, view in self.views(i).items():
-            view.fill(0)
+            self._zero(view)
             dict.__setitem__(new, name, view)
         new._changed = False
         new._home, new._param = state, p
@@ -335,8 +356,6 @@ class _Plan:
                 c1.append(4 * numel)
                 continue
             split.append(r)
-            t1.append((k.T_PNORM, r, 0, 0, 0))
-            c1.append(numel)
             if row[k.FACTORED]:
                 # row statistics (each a reduction over n), then column ones
                 # (over m): contiguous ones by lanes, strided ones in sequence
@@ -369,9 +388,12 @@ class _Plan:
         order, self.bins1 = _bins(np.array(c1, np.int64), nbins)
         self.tasks1 = np.ascontiguousarray(tasks1[order])
         split = np.array(split, np.int64)
-        c2 = desc[split, k.NUMEL] + desc[split, k.NB] * desc[split, k.M]
+        # phase 2 of a split parameter: two serial norms, ||U|| (kind 0, with
+        # mean(R) before U) and ||p|| (kind 1), side by side on two threads
+        t2 = np.stack([np.repeat([0, 1], len(split)), np.tile(split, 2)], axis=1)
+        c2 = np.tile(desc[split, k.NUMEL], 2)
         order, self.bins2 = _bins(c2, nbins)
-        self.params2 = np.ascontiguousarray(split[order])
+        self.params2 = np.ascontiguousarray(t2[order].reshape(-1, 2).astype(np.int64))
         # U of the split parameters, made in parallel pieces before its norm
         self.uoff = np.zeros(len(desc), np.int64)
         sizes = desc[split, k.NUMEL]
@@ -471,8 +493,11 @@ class Adafactor(Optimizer):
     RuntimeError
         At ``step``, for a complex parameter with a gradient (``"Adafactor
         does not support complex parameters"``) or a sparse gradient.
-    NotImplementedError
-        For GPU parameters (:class:`nbopt.DeviceParameter`).
+
+    GPU parameters (:class:`nbopt.DeviceParameter`) are stepped on their
+    device, the state flat there (``nbopt.optim._adafactor_cuda``): the same
+    element functions, reductions in the device's order, within a few ulps of
+    the CPU path (not bit for bit).
 
     State
     -----
@@ -541,14 +566,6 @@ class Adafactor(Optimizer):
         self._flats = {}
         self._steady = {}
 
-    def add_param_group(self, param_group) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        if any(isinstance(p, DeviceParameter) for p in group["params"]):
-            self.param_groups.pop()
-            raise NotImplementedError("Adafactor steps CPU parameters only: GPU parameters "
-                                      "(nbopt.DeviceParameter) are not supported yet")
-
     # -- checkpoints ----------------------------------------------------------------
     def _check_loaded_group(self, group: dict, index: int) -> None:
         eps = group.get("eps")
@@ -573,18 +590,23 @@ class Adafactor(Optimizer):
             return cached[2]
         by_dtype: dict = {}
         for pos, p in enumerate(params):
-            entry = by_dtype.setdefault(p.dtype, {})
+            # one flat per (device, dtype): None is the CPU
+            entry = by_dtype.setdefault((getattr(p, "device_index", None), p.dtype), {})
             if id(p) in entry:
                 entry[id(p)][2] += 1
             else:
                 entry[id(p)] = [p, pos, 1]
         flats = []
-        for dtype, entries in by_dtype.items():
+        for (device, dtype), entries in by_dtype.items():
             if dtype.kind != "f":
                 continue        # refused at step time, once such a parameter has a gradient
             rows = list(entries.values())
-            flats.append(_Flat(dtype, [r[0] for r in rows], [r[1] for r in rows],
-                               [r[2] for r in rows], gi))
+            if device is None:
+                kind = _Flat
+            else:
+                from ._adafactor_cuda import DeviceFlat as kind
+            flats.append(kind(dtype, [r[0] for r in rows], [r[1] for r in rows],
+                              [r[2] for r in rows], gi))
         self._flats[gi] = (group, list(params), flats)
         return flats
 
@@ -604,6 +626,11 @@ class Adafactor(Optimizer):
             if p.dtype.kind != "f":
                 raise TypeError(f"{where}: Adafactor can only optimize floating point "
                                 f"parameters, got dtype {p.dtype}")
+            if isinstance(p, DeviceParameter):
+                from ._adafactor_cuda import check_grad
+
+                grads[id(p)] = check_grad(where, p, g)
+                continue
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"{where}: grad must be a numpy array or None, got "
                                 f"{type(g).__name__} (sparse gradients are nbopt.SparseGrad "
@@ -702,7 +729,7 @@ class Adafactor(Optimizer):
                     steps[i] = parsed[0]
             steps[fresh] = 0
             grad_list = [grads[id(flat.params[i])] for i in slots]
-            addr = np.array([_address(g) for g in grad_list], np.int64)
+            addr = np.array([0 if flat.on_device else _address(g) for g in grad_list], np.int64)
             rounds = []
             for r in range(flat.max_count):
                 take = flat.counts[slots] > r
@@ -712,7 +739,8 @@ class Adafactor(Optimizer):
                 steps[members] += np.float32(1)
                 rounds.append((members, addr[take], scalar_rows(steps[members], *hyper)))
             parts.append((flat, changes, fresh, steps, rounds, grad_list))
-        steady = all(len(rounds) == 1 for _, _, _, _, rounds, _ in parts)
+        steady = all(len(rounds) == 1 and not flat.on_device
+                     for flat, _, _, _, rounds, _ in parts)
 
         def run():
             for flat, changes, fresh, steps, rounds, grad_list in parts:
@@ -722,6 +750,10 @@ class Adafactor(Optimizer):
                     flat.init_slot(int(i), state)
                 flat.steps[:] = steps
                 for members, addr, scal in rounds:
+                    if flat.on_device:
+                        flat.step_device(members, [grads[id(flat.params[i])] for i in members],
+                                         scal, maximize, fused)
+                        continue
                     plan = flat._plan
                     if plan is None or not plan.valid(members, addr):
                         plan = flat._plan = _Plan(flat, members, addr)
