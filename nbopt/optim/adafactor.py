@@ -494,11 +494,6 @@ class Adafactor(Optimizer):
         At ``step``, for a complex parameter with a gradient (``"Adafactor
         does not support complex parameters"``) or a sparse gradient.
 
-    GPU parameters (:class:`nbopt.DeviceParameter`) are stepped on their
-    device, the state flat there (``nbopt.optim._adafactor_cuda``): the same
-    element functions, reductions in the device's order, within a few ulps of
-    the CPU path (not bit for bit).
-
     State
     -----
     ``step`` (float32 0-d array); ``row_var`` (shape ``(..., m, 1)``) and
@@ -507,6 +502,11 @@ class Adafactor(Optimizer):
 
     Notes
     -----
+    GPU parameters (:class:`nbopt.DeviceParameter`) are stepped on their
+    device, the state flat there (``nbopt.optim._adafactor_cuda``): the same
+    element functions, reductions in the device's order, within a few ulps of
+    the CPU path (not bit for bit).
+
     torch's summation order is that of its x86 CPU kernels (256-bit vector
     lanes), whatever the CPU nbopt runs on.  A single ``mean(R)`` over at
     least 32768 rows is split as torch splits it over its threads:

@@ -122,6 +122,8 @@ class Muon(Optimizer):
         At ``step``, for complex parameters or sparse gradients (torch's
         messages), and gradients of the wrong shape or dtype.
 
+    Notes
+    -----
     GPU parameters (:class:`nbopt.DeviceParameter`) are stepped on their
     device (``nbopt.optim._muon_cuda``): the momentum buffer bit for bit the
     CPU path's, the update within bfloat16 noise (a few % of its largest
