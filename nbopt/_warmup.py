@@ -112,6 +112,13 @@ ALGORITHMS = {
     "LBFGS": _lbfgs,
     "Adafactor": _shapes((4, 3), (3, 4, 2), (5,)),
     "Muon": _shapes((4, 3), (3, 4)),
+    # 8-bit state: a quantized parameter and a small one with float state
+    # (one compiled step kernel per dtype serves all five classes)
+    "Adam8bit": _shapes((300,), (5,), min_8bit_size=64),
+    "AdamW8bit": _shapes((300,), (5,), min_8bit_size=64),
+    "SGD8bit": _shapes((300,), (5,), lr=0.1, momentum=0.9, min_8bit_size=64),
+    "RMSprop8bit": _shapes((300,), (5,), min_8bit_size=64),
+    "Adagrad8bit": _shapes((300,), (5,), min_8bit_size=64),
 }
 
 

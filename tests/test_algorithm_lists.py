@@ -30,7 +30,7 @@ def api_classes() -> dict[str, type]:
 
 
 # kernels modules that serve something other than an element-wise optimizer
-NOT_ELEMENTWISE = {"averaging", "lbfgs", "sparse_adam", "muon", "adafactor"}
+NOT_ELEMENTWISE = {"averaging", "lbfgs", "sparse_adam", "muon", "adafactor", "quantized"}
 
 
 def kernel_modules() -> set[str]:

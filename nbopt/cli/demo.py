@@ -100,6 +100,10 @@ OPTIMIZERS = {
     "ASGD": (0.5, {}),
     "RMSprop": (1e-2, {}),
     "Rprop": (1e-2, {}),        # a full-batch method: mini-batches reach ~80 % here
+    # 8-bit state (issue 18); min_8bit_size=0 quantizes every parameter's
+    # moments, biases and BatchNorm vectors included
+    "Adam8bit": (1e-2, {"min_8bit_size": 0}),
+    "AdamW8bit": (1e-2, {"min_8bit_size": 0}),
 }
 SCHEDULERS = ("cosine", "onecycle", "step", "none")
 

@@ -25,6 +25,9 @@ COMMANDS = {
     "bench-distributed": ("nbopt.cli.bench_distributed",
                           "data-parallel and ZeRO steps on MPI next to one process; run as\n"
                           "mpiexec -n 2 python -m nbopt bench-distributed"),
+    "bench-8bit": ("nbopt.cli.bench_8bit",
+                   "8-bit optimizer state: bytes per element (RSS), step time and\n"
+                   "loss curves next to the 32-bit optimizers"),
     "schedule": ("nbopt.cli.schedule",
                  "print (or --plot) the learning rates of an lr_scheduler, e.g.\n"
                  "python -m nbopt schedule OneCycleLR --max_lr 0.1 --total_steps 100"),
