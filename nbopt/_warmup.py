@@ -28,15 +28,14 @@ __all__ = ["warmup", "ALGORITHMS"]
 _STEPS = 3
 
 
-def _elementwise(variants):
-    """Two 1-D parameters in one group, :data:`_STEPS` steps, for each dict of
-    options in ``variants`` (the options that allocate optional state:
-    amsgrad's max_exp_avg_sq, SGD's momentum buffer)."""
+def _stepped(shapes, variants):
+    """Parameters of ``shapes`` in one group, :data:`_STEPS` steps, for each
+    dict of options in ``variants``."""
     def run(cls, dtype):
         from .parameter import Parameter
 
         for options in variants:
-            params = [Parameter(np.ones(8, dtype)), Parameter(np.ones(5, dtype))]
+            params = [Parameter(np.ones(s, dtype)) for s in shapes]
             opt = cls(params, **options)
             for _ in range(_STEPS):
                 for p in params:
@@ -45,19 +44,17 @@ def _elementwise(variants):
     return run
 
 
+def _elementwise(variants):
+    """Two 1-D parameters, for each dict of options in ``variants`` (the
+    options that allocate optional state: amsgrad's max_exp_avg_sq, SGD's
+    momentum buffer)."""
+    return _stepped([8, 5], variants)
+
+
 def _shapes(*shapes, **options):
     """Parameters of ``shapes`` (matrices and vectors take different paths in
-    Adafactor; Muon transposes wide matrices), :data:`_STEPS` steps."""
-    def run(cls, dtype):
-        from .parameter import Parameter
-
-        params = [Parameter(np.ones(s, dtype)) for s in shapes]
-        opt = cls(params, **options)
-        for _ in range(_STEPS):
-            for p in params:
-                p.grad = np.full(p.shape, 0.5, dtype)
-            opt.step()
-    return run
+    Adafactor; Muon transposes wide matrices)."""
+    return _stepped(shapes, [options])
 
 
 def _sparse(cls, dtype):

@@ -80,16 +80,16 @@ def test_help_lists_every_command(capsys):
 
 
 def _parsers():
-    from nbopt.cli import bench, bench_functional, bench_lbfgs, demo
+    from nbopt.cli import bench, bench_8bit, bench_functional, bench_lbfgs, demo
     from nbopt.cli.main import _parser
 
     return {"python -m nbopt": _parser(), "bench": bench._parser(),
             "bench-lbfgs": bench_lbfgs._parser(), "bench-functional": bench_functional._parser(),
-            "demo": demo._parser()}
+            "bench-8bit": bench_8bit._parser(), "demo": demo._parser()}
 
 
 @pytest.mark.parametrize("name", ["python -m nbopt", "bench", "bench-lbfgs",
-                                  "bench-functional", "demo"])
+                                  "bench-functional", "bench-8bit", "demo"])
 def test_every_option_has_help(name):
     parser = _parsers()[name]
     for action in parser._actions:
@@ -124,7 +124,7 @@ def test_every_option_has_help(name):
     (["bench", "--json", "/nonexistent-folder/rows.json"],
      "argument --json: cannot write '/nonexistent-folder/rows.json'"),
     (["bench", "--device", "cuda", "--algorithms", "Muon"],
-     "--device cuda: Adafactor, Muon and COUNTx(MxN) workloads are CPU-only"),
+     "--device cuda: the CUDA bench has the element-wise algorithms only"),
     (["bench", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     (["bench-lbfgs", "--n", "1x"], "argument --n: bad size '1x'"),
     (["bench-lbfgs", "--history-size", "0"], "argument --history-size: must be an integer >= 1"),
@@ -135,6 +135,10 @@ def test_every_option_has_help(name):
     (["bench-functional", "--sizes", "100,0"], "argument --sizes: bad size '0'"),
     (["bench-functional", "--json", "/nonexistent-folder/x.json"],
      "argument --json: cannot write"),
+    (["bench-8bit", "--repeat", "0"], "argument --repeat: must be an integer >= 1"),
+    (["bench-8bit", "--what", "speed,foo"], "argument --what: unknown part 'foo'"),
+    (["bench-8bit", "--memory-size", "1Q"], "argument --memory-size: bad size '1Q'"),
+    (["bench-8bit", "--plot", "/nonexistent-folder/q.png"], "argument --plot: cannot write"),
     (["demo", "--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
     (["demo", "--optimizer", "Adamm"], "argument --optimizer: unknown optimizer 'Adamm'"),
     (["demo", "--lr", "inf"], "argument --lr: must be a finite number"),

@@ -178,6 +178,13 @@ def output_file(text: str) -> str:
 output_file.__name__ = "file name"
 
 
+def add_torch_and_json(parser: argparse.ArgumentParser, what: str = "rows") -> None:
+    """The bench commands' ``--no-torch`` and ``--json PATH`` options."""
+    parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
+    parser.add_argument("--json", metavar="PATH", type=output_file,
+                        help=f"also write the {what} as JSON")
+
+
 def check(option: str, parse, text):
     """``parse(text)`` (an argparse type) outside argparse: its error becomes a
     :class:`UsageError` worded as argparse words it (``argument --x: ...``)."""

@@ -24,7 +24,7 @@ import time
 import numpy as np
 from numba import njit, prange
 
-from ._common import Parser, compile_notice, integer, names, output_file, size
+from ._common import Parser, add_torch_and_json, compile_notice, integer, names, size
 
 # What the bench steps by default: (class name, constructor options).
 ALGORITHMS = {
@@ -522,9 +522,7 @@ def _parser() -> Parser:
                         help="dtype of the workloads without @f64 / @f32")
     parser.add_argument("--repeat", type=integer(1),
                         help="timed rounds per measurement (default: 30, with --device cuda 20)")
-    parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
-    parser.add_argument("--json", metavar="PATH", type=output_file,
-                        help="also write the rows as JSON")
+    add_torch_and_json(parser)
     parser.add_argument("--skip-startup", action="store_true",
                         help="skip the import-time and first-step compile measurements "
                              "(CPU only: --device cuda never runs them)")
@@ -562,7 +560,8 @@ def main(argv=None) -> int:
     if args.repeat is None:
         args.repeat = 20 if on_gpu else 30
     if on_gpu and (set(CPU_ONLY) & set(names) or any(shapes)):
-        parser.error("--device cuda: Adafactor, Muon and COUNTx(MxN) workloads are CPU-only")
+        parser.error("--device cuda: the CUDA bench has the element-wise algorithms only "
+                     "(Adafactor, Muon and COUNTx(MxN) workloads: CPU bench)")
     for (count, each, arena, dtype, new_grads), shape, text in zip(workloads, shapes, sizes):
         if shape and (arena or new_grads):
             parser.error(f"argument --sizes: {text!r}: COUNTx(MxN) workloads are separate "

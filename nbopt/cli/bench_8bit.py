@@ -31,7 +31,7 @@ import time
 import numpy as np
 from numba import prange
 
-from ._common import Parser
+from ._common import Parser, integer, names, output_file, size
 
 __all__ = ["main", "memory", "speed", "quality"]
 
@@ -214,21 +214,25 @@ def plot(curves, path):
 
 def _parser():
     p = Parser(prog="python -m nbopt bench-8bit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--what", default="memory,speed,quality",
+    p.add_argument("--what", type=names(("memory", "speed", "quality"), "part"),
+                   default=["memory", "speed", "quality"],
                    help="comma-separated parts: memory, speed, quality (default: all)")
-    p.add_argument("--memory-size", type=int, default=50_000_000,
-                   help="elements of the memory measurement (default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=20, help="timed steps (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=2000,
+    p.add_argument("--memory-size", type=size, default=50_000_000,
+                   help="elements of the memory measurement, e.g. 50M (default: %(default)s)")
+    p.add_argument("--repeat", type=integer(1), default=20,
+                   help="timed steps (default: %(default)s)")
+    p.add_argument("--steps", type=integer(1), default=2000,
                    help="steps of the quality problems (default: %(default)s)")
-    p.add_argument("--plot", metavar="PATH", help="write the quality curves as an image")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--plot", metavar="PATH", type=output_file,
+                   help="write the quality curves as an image")
+    p.add_argument("--json", metavar="PATH", type=output_file,
+                   help="also write the figures as JSON")
     return p
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    parts = set(args.what.split(","))
+    parts = set(args.what)
     report = {}
     if "memory" in parts:
         mem = memory(n=args.memory_size)

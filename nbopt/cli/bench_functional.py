@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from ..functional import adam_init, adam_step
-from ._common import Parser, compile_notice, output_file, sizes
+from ._common import Parser, add_torch_and_json, compile_notice, sizes
 
 SIZES = (10, 100, 1000, 100_000)
 
@@ -125,9 +125,7 @@ def _parser() -> Parser:
     parser.add_argument("--sizes", type=sizes, default=list(SIZES),
                         help="comma-separated element counts, e.g. 100,1k,1M "
                              f"(default: {','.join(map(str, SIZES))})")
-    parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
-    parser.add_argument("--json", metavar="PATH", type=output_file,
-                        help="also write the rows as JSON")
+    add_torch_and_json(parser)
     return parser
 
 

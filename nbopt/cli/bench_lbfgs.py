@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from ._common import Parser, compile_notice, integer, names, output_file, size
+from ._common import Parser, add_torch_and_json, compile_notice, integer, names, size
 
 __all__ = ["bench_lbfgs", "main"]
 
@@ -209,9 +209,7 @@ def _parser() -> Parser:
                         help="LBFGS's max_iter: iterations per step")
     parser.add_argument("--repeat", type=integer(1), default=7,
                         help="timed steps per optimizer (the median is reported)")
-    parser.add_argument("--no-torch", action="store_true", help="skip torch even if importable")
-    parser.add_argument("--json", metavar="PATH", type=output_file,
-                        help="also write the rows as JSON")
+    add_torch_and_json(parser)
     return parser
 
 

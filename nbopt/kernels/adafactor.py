@@ -674,6 +674,28 @@ def _coefficient(i, unorm, scal, keys, sqrtn, pnorm, coef):
 
 
 @register_jitable(**_JIT)
+def _u_pieces(i, rows, n, desc, scal, keys, bases, state, coef, rmv, maximize, fused, ubuf,
+              lanes, tail, main, w, feed):
+    """U of parameter ``i`` made a row piece of at most ``len(ubuf)`` at a
+    time, each piece then fed to the lane sums (``feed``; returns the tail
+    count) or applied."""
+    chunk = ubuf.shape[0]
+    ntail = 0
+    for rr in range(rows):
+        for j0 in range(0, n, chunk):
+            j1 = min(n, j0 + chunk)
+            d0 = rr * n + j0
+            _u_range(i, rr, rr + 1, j0, j1, desc, scal, keys, bases, state, rmv, maximize,
+                     ubuf, d0)
+            if feed:
+                ntail += _feed(lanes, tail, ubuf, j1 - j0, d0, main, w)
+            else:
+                _apply_range(i, rr, rr + 1, j0, j1, desc, scal, keys, bases, coef, fused,
+                             ubuf, d0, state)
+    return ntail
+
+
+@register_jitable(**_JIT)
 def _fused_param(i, desc, scal, keys, sqrtn, bases, state, pnorm, coef, rmv, maximize, fused,
                  threads, acc, part, ubuf, lanes, tail, store):
     """Phases 2 and 3 of parameter ``i`` by one thread.  ``store``: U is kept
@@ -689,28 +711,15 @@ def _fused_param(i, desc, scal, keys, sqrtn, bases, state, pnorm, coef, rmv, max
         _u_range(i, 0, rows, 0, n, desc, scal, keys, bases, state, rmv, maximize, ubuf, 0)
         ntail = _feed(lanes, tail, ubuf, n_el, 0, main, w)
     else:
-        chunk = ubuf.shape[0]
-        ntail = 0
-        for rr in range(rows):
-            for j0 in range(0, n, chunk):
-                j1 = min(n, j0 + chunk)
-                d0 = rr * n + j0
-                _u_range(i, rr, rr + 1, j0, j1, desc, scal, keys, bases, state, rmv,
-                         maximize, ubuf, d0)
-                ntail += _feed(lanes, tail, ubuf, j1 - j0, d0, main, w)
+        ntail = _u_pieces(i, rows, n, desc, scal, keys, bases, state, coef, rmv, maximize,
+                          fused, ubuf, lanes, tail, main, w, True)
     _coefficient(i, math.sqrt(_finish_lanes(lanes, tail, ntail, w)), scal, keys, sqrtn,
                  pnorm, coef)
     if store:
         _apply_range(i, 0, rows, 0, n, desc, scal, keys, bases, coef, fused, ubuf, 0, state)
     else:
-        for rr in range(rows):
-            for j0 in range(0, n, chunk):
-                j1 = min(n, j0 + chunk)
-                d0 = rr * n + j0
-                _u_range(i, rr, rr + 1, j0, j1, desc, scal, keys, bases, state, rmv,
-                         maximize, ubuf, d0)
-                _apply_range(i, rr, rr + 1, j0, j1, desc, scal, keys, bases, coef, fused,
-                             ubuf, d0, state)
+        _u_pieces(i, rows, n, desc, scal, keys, bases, state, coef, rmv, maximize, fused, ubuf,
+                  lanes, tail, main, w, False)
 
 
 @register_jitable(**_JIT)
