@@ -359,9 +359,12 @@ class _Plan:
             if row[k.FACTORED]:
                 # row statistics (each a reduction over n), then column ones
                 # (over m): contiguous ones by lanes, strided ones in sequence
+                # (columns in blocks of at least 512: a row's piece of a
+                # narrower block misses the TLB at every row; 1x(1000x10000)
+                # float32 14.6 ms instead of 15.3 ms, measured)
                 for lane_kind, seq_kind, count, length, contiguous, least in (
                         (k.T_ROWS_LANE, k.T_ROWS_SEQ, m, n, row[k.S_N] == 1 or n == 1, 16),
-                        (k.T_COLS_LANE, k.T_COLS_SEQ, n, m, row[k.S_M] == 1 or m == 1, 64)):
+                        (k.T_COLS_LANE, k.T_COLS_SEQ, n, m, row[k.S_M] == 1 or m == 1, 512)):
                     if contiguous:
                         _add_tasks(t1, c1, lane_kind, r, None, nb * count, length,
                                    max(1, chunk // length))
