@@ -13,8 +13,9 @@ A torch user keeps autograd and swaps the optimizer::
 
 Every nbopt optimizer (``SGD``, ``Adam``, ``AdamW``, ``Adagrad``, ``Adadelta``,
 ``Adamax``, ``ASGD``, ``NAdam``, ``RAdam``, ``RMSprop``, ``Rprop``,
-``SparseAdam``, ``LBFGS``, ``Adafactor``, ``Muon``) is here under its torch
-name, with its nbopt signature, defaults and numbers.  Each class is made by
+``SparseAdam``, ``LBFGS``, ``Adafactor``, ``Muon``, and the 8-bit
+``Adam8bit``, ``AdamW8bit``, ``SGD8bit``, ``RMSprop8bit``, ``Adagrad8bit``) is
+here under its torch (or bitsandbytes) name, with its nbopt signature, defaults and numbers.  Each class is made by
 :func:`bridge` from the nbopt class: it *is* that nbopt optimizer (an
 ``isinstance`` of it and of :class:`nbopt.Optimizer`), and also a
 ``torch.optim.Optimizer``, so that torch's learning-rate schedulers (which
@@ -75,6 +76,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+import nbopt as _nbopt
 
 from . import optim as _optim
 from .engine import OptimizerState
@@ -221,7 +224,9 @@ class TorchParameter(Parameter):
 # -- state dicts ---------------------------------------------------------------------
 def _to_torch(value, copy: bool):
     if isinstance(value, np.ndarray):
-        if copy or any(s < 0 for s in value.strides):
+        # (torch cannot view a read-only array, e.g. the 8-bit optimizers'
+        # shared quantization map)
+        if copy or any(s < 0 for s in value.strides) or not value.flags.writeable:
             value = np.array(value)
         return torch.from_numpy(value)
     if isinstance(value, np.generic):
@@ -538,7 +543,8 @@ def bridge(cls: type) -> type:
                f"Examples\n--------\n"
                f">>> import torch, nbopt.torch\n"
                f">>> model = torch.nn.Linear(2, 2, bias=False)\n"
-               f">>> opt = nbopt.torch.{cls.__name__}(model.parameters())\n"
+               f">>> opt = nbopt.torch.{cls.__name__}(model.parameters(), "
+               f"{_EXAMPLE_OPTIONS.get(cls.__name__, 'lr=0.01')})\n"
                f">>> isinstance(opt, (nbopt.{cls.__name__}, torch.optim.Optimizer))\n"
                f"True\n")
         made = type(cls.__name__, (_TorchBridge, cls, torch.optim.Optimizer),
@@ -547,13 +553,24 @@ def bridge(cls: type) -> type:
     return made
 
 
-#: the optimizers of :mod:`nbopt.optim`, bridged (each also a name of this module)
-ALGORITHMS: tuple = tuple(
-    name for name in _optim.__all__
-    if isinstance(getattr(_optim, name), type) and issubclass(getattr(_optim, name), _Optimizer)
-    and getattr(_optim, name) is not _Optimizer)
+# the generated docstrings' example options (bitsandbytes' SGD8bit needs momentum)
+_EXAMPLE_OPTIONS = {"SGD8bit": "lr=0.01, momentum=0.9"}
+
+
+def _optimizer_classes(module) -> dict:
+    return {name: getattr(module, name) for name in module.__all__
+            if isinstance(getattr(module, name), type)
+            and issubclass(getattr(module, name), _Optimizer)
+            and getattr(module, name) is not _Optimizer}
+
+
+# torch.optim's names first (nbopt.optim), then nbopt's own (the 8-bit ones)
+_CLASSES = {**_optimizer_classes(_optim), **_optimizer_classes(_nbopt)}
+
+#: every nbopt optimizer, bridged (each also a name of this module)
+ALGORITHMS: tuple = tuple(_CLASSES)
 
 for _name in ALGORITHMS:
-    globals()[_name] = bridge(getattr(_optim, _name))
+    globals()[_name] = bridge(_CLASSES[_name])
 __all__ += list(ALGORITHMS)
 del _name
