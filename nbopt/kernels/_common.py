@@ -479,3 +479,32 @@ def _all_equal(a):
 
 
 all_equal = _jit(_all_equal)
+
+
+@intrinsic
+def float32_bits(typingctx, x):
+    """The bits of float32 ``x`` as a uint32 (a bitcast, CPU)."""
+    if not (isinstance(x, types.Float) and x.bitwidth == 32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(x), codegen
+
+
+@intrinsic
+def bits_float32(typingctx, b):
+    """The float32 whose bits are the low 32 bits of integer ``b`` (CPU)."""
+    if not isinstance(b, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        if b.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        elif b.bitwidth < 32:
+            v = builder.zext(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(b), codegen

@@ -92,12 +92,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic, register_jitable
+from numba import njit, prange
+from numba.extending import register_jitable
 
 from .. import config
-from ._common import CudaKernel, _jit, cast_like, cpu_kernels, fma, lerp
+from ._common import (CudaKernel, _jit, bits_float32, cast_like, cpu_kernels, float32_bits, fma,
+                      lerp)
 
 # bound when a CUDA kernel compiles (MuonCudaKernel): numba.cuda and the
 # device bitcasts of nbopt.kernels._cuda
@@ -117,30 +117,6 @@ AMX, ILP4, DOT8, SEQUENTIAL, PAIRS = 0, 1, 2, 3, 4
 # --------------------------------------------------------------------------
 # bfloat16 rounding
 
-@intrinsic
-def _f32_bits(typingctx, x):
-    if x != types.float32:
-        return None
-    sig = types.uint32(types.float32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return sig, codegen
-
-
-@intrinsic
-def _bits_f32(typingctx, u):
-    if u != types.uint32:
-        return None
-    sig = types.float32(types.uint32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
-
-
 @register_jitable(error_model="numpy")
 def bf16_bits(u):
     """The bits (a uint64 holding a float32's bits) rounded to the nearest
@@ -158,7 +134,7 @@ def _round_bf16(x):
     if x != x:
         return x
     # (Numba adds uint32s in uint64)
-    return _bits_f32(np.uint32(bf16_bits(np.uint64(_f32_bits(x)))))
+    return bits_float32(np.uint32(bf16_bits(np.uint64(float32_bits(x)))))
 
 
 def round_bf16_device(x):

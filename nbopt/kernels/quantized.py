@@ -45,11 +45,9 @@ small parameters run the serial build (``config.PARALLEL_THRESHOLD``).
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic
+from numba import prange
 
-from ._common import _jit, cpu_kernels
+from ._common import _jit, bits_float32, cpu_kernels, float32_bits
 from .adam import _adam_element
 from .adagrad import _adagrad_element
 from .rmsprop import _rmsprop_element
@@ -164,44 +162,15 @@ def tables(signed: bool):
 # --------------------------------------------------------------------------
 # Compiled pieces.
 
-@intrinsic
-def _bits32(typingctx, x):
-    """The bits of float32 ``x`` as a uint32."""
-    if not (isinstance(x, types.Float) and x.bitwidth == 32):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(x), codegen
-
-
 def _encode(x, mids, lut):
     """The uint8 code of float32 ``x`` (already scaled into [-1, 1] or NaN):
     the table's lower bound, then one comparison (a 16-bit key's range holds
     at most one midpoint of either map; ``mids[255]`` is +inf)."""
-    k = lut[_bits32(x) >> 16]
+    k = lut[float32_bits(x) >> 16]
     return k + (mids[k] < x)
 
 
 _encode_jit = _jit(_encode, inline="always")
-
-
-@intrinsic
-def _float32_from_bits(typingctx, b):
-    """The float32 whose bits are the low 32 bits of integer ``b``."""
-    if not isinstance(b, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        v = args[0]
-        if b.bitwidth > 32:
-            v = builder.trunc(v, ir.IntType(32))
-        elif b.bitwidth < 32:
-            v = builder.zext(v, ir.IntType(32))
-        return builder.bitcast(v, ir.FloatType())
-
-    return types.float32(b), codegen
 
 
 def _quantize_loop(x, q, absmax, mids, lut, blocksize, positive):
@@ -341,11 +310,11 @@ def _store_block_py(buf, q, a, mids, lut, b, zero, positive):
     # (no fastmath), and those ran at one element per 4 cycles.
     top = np.uint32(0)
     for i in range(buf.shape[0]):
-        bits = _bits32(np.float32(buf[i])) & np.uint32(0x7FFFFFFF)
+        bits = float32_bits(np.float32(buf[i])) & np.uint32(0x7FFFFFFF)
         top = bits if bits > top else top
     if top >= np.uint32(0x7F800000):
         top = np.uint32(0x7FC00000)     # a NaN or infinite moment: the block is NaN
-    amax32 = _float32_from_bits(top)
+    amax32 = bits_float32(top)
     a[b] = amax32
     inv = np.float32(1) / amax32 if amax32 > 0 else np.float32(0)
     if amax32 != amax32:
@@ -354,7 +323,7 @@ def _store_block_py(buf, q, a, mids, lut, b, zero, positive):
     # below -1 to code 0, and mids[255] is +inf
     for i in range(buf.shape[0]):
         x = np.float32(buf[i]) * inv
-        k = lut[_bits32(x) >> 16]
+        k = lut[float32_bits(x) >> 16]
         k = k + (mids[k] < x)
         if positive and k == 0 and x > 0:
             k = 1
