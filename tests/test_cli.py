@@ -228,3 +228,54 @@ def test_a_clone_folder_named_nbopt_is_detected(tmp_path):
 
 def test_no_shadowing_here():
     assert _common.shadowing_folder() is None
+
+
+class _FakeClock:
+    """A clock that advances only when slept on."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_quiet_check_waits_for_a_low_load():
+    from nbopt.cli._common import wait_until_quiet
+
+    loads = iter([3.0, 2.0, 0.3])
+    clock = _FakeClock()
+    out = io.StringIO()
+    quiet, load = wait_until_quiet(0.5, 60, out, clock=clock, sleep=clock.sleep,
+                                   loadavg=lambda: (next(loads), 0.0, 0.0))
+    assert (quiet, load) == (True, 0.3) and clock.now == 10.0
+    text = out.getvalue()
+    assert "load 3.00 > 0.5, waiting up to 60 s" in text and "load 0.30 <= 0.5" in text
+
+
+def test_quiet_check_says_when_the_machine_stays_busy():
+    from nbopt.cli._common import wait_until_quiet
+
+    clock = _FakeClock()
+    out = io.StringIO()
+    quiet, load = wait_until_quiet(0.5, 12, out, clock=clock, sleep=clock.sleep,
+                                   loadavg=lambda: (3.0, 0.0, 0.0))
+    assert (quiet, load) == (False, 3.0) and clock.now == 15.0
+    assert "NOT quiet after 12 s (1-minute load 3.00 > 0.5)" in out.getvalue()
+
+
+def test_quiet_check_runs_before_the_bench_and_its_arguments_are_checked(capsys):
+    from nbopt.cli import bench
+
+    assert bench.main(["--algorithms", "SGD", "--sizes", "1k", "--repeat", "1", "--no-torch",
+                       "--skip-startup", "--quiet-check", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("quiet check: 1-minute load") < out.index("nbopt bench:")
+    for argv, message in ((["--quiet-check", "-1"], "argument --quiet-check: must be >= 0"),
+                          (["--quiet-wait", "soon"], "argument --quiet-wait")):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -251,3 +251,37 @@ def shadowing_folder() -> str | None:
         if not os.path.exists(os.path.join(entry, "__init__.py")):
             return entry
     return list(getattr(nbopt, "__path__", ["nbopt"]))[0]
+
+
+def wait_until_quiet(max_load: float, max_wait: float, stream=None, *, clock=None,
+                     sleep=None, loadavg=None) -> tuple[bool, float]:
+    """Wait until the machine's 1-minute load average is at most
+    ``max_load`` (checked every 5 s, at most ``max_wait`` seconds), saying so
+    on ``stream`` (stdout): a shared machine's other jobs make OpenMP
+    barriers swing timings 10-1000x.  Returns ``(quiet, load)``; on a
+    system without ``os.getloadavg`` it reports ``(False, nan)`` at once."""
+    import time
+
+    stream = sys.stdout if stream is None else stream
+    clock = time.monotonic if clock is None else clock
+    sleep = time.sleep if sleep is None else sleep
+    loadavg = getattr(os, "getloadavg", None) if loadavg is None else loadavg
+    if loadavg is None:
+        print("quiet check: this system has no load average; timing anyway", file=stream)
+        return False, float("nan")
+    start = clock()
+    load = loadavg()[0]
+    waited = False
+    while load > max_load and clock() - start < max_wait:
+        if not waited:
+            print(f"quiet check: 1-minute load {load:.2f} > {max_load:g}, waiting up to "
+                  f"{max_wait:g} s...", file=stream, flush=True)
+            waited = True
+        sleep(5.0)
+        load = loadavg()[0]
+    if load > max_load:
+        print(f"quiet check: NOT quiet after {max_wait:g} s (1-minute load {load:.2f} > "
+              f"{max_load:g}): the timings below may swing", file=stream, flush=True)
+        return False, load
+    print(f"quiet check: 1-minute load {load:.2f} <= {max_load:g}", file=stream, flush=True)
+    return True, load

@@ -24,7 +24,8 @@ import time
 import numpy as np
 from numba import njit, prange
 
-from ._common import Parser, add_torch_and_json, compile_notice, integer, names, size
+from ._common import (Parser, add_torch_and_json, compile_notice, integer, names,
+                      number, size, wait_until_quiet)
 
 # What the bench steps by default: (class name, constructor options).
 ALGORITHMS = {
@@ -530,6 +531,12 @@ def _parser() -> Parser:
     parser.add_argument("--repeat", type=integer(1),
                         help="timed rounds per measurement (default: 30, with --device cuda 20)")
     add_torch_and_json(parser)
+    parser.add_argument("--quiet-check", nargs="?", type=number(0), const=0.5, metavar="LOAD",
+                        help="before timing, wait (up to --quiet-wait seconds) until the "
+                             "1-minute load average is at most LOAD (default 0.5) and say "
+                             "whether it got there")
+    parser.add_argument("--quiet-wait", type=number(0), default=300.0, metavar="SECONDS",
+                        help="longest wait of --quiet-check (default: %(default)s)")
     parser.add_argument("--skip-startup", action="store_true",
                         help="skip the import-time and first-step compile measurements "
                              "(CPU only: --device cuda never runs them)")
@@ -586,6 +593,8 @@ def main(argv=None) -> int:
                          + ("it steps COUNTx(MxN) workloads only" if name in MATRIX_ONLY else
                             "COUNTx(MxN) workloads are for Adafactor and Muon; add a workload "
                             "of 1-D arrays (e.g. 1M)"))
+    if args.quiet_check is not None:
+        wait_until_quiet(args.quiet_check, args.quiet_wait)
     with compile_notice():  # one line on stderr when the first kernel compiles
         return _measure(parser, args, names, workloads, shapes, on_gpu)
 
