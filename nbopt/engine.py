@@ -227,6 +227,14 @@ class ParamState(_CountsEdits, dict):
         if self._home is not None:
             self._home.version += 1
 
+    def adopt(self, home, param) -> None:
+        """Mark the entry as read by the engine, filled for ``home[param]``,
+        and make it that entry (without counting an edit)."""
+        self._changed = False
+        self._home, self._param = home, param
+        if home.get(param) is not self:
+            dict.__setitem__(home, param, self)
+
 
 def _rounded(values, dtype) -> list:
     """``values`` as Python floats, rounded to ``dtype`` as storing them in a
@@ -587,12 +595,9 @@ class FlatGroup:
                 elif key in self.sstate or (key == "step" and self.spec.has_step):
                     value = self._scalar_view(key, i)
                 dict.__setitem__(target, key, value)
-            target._changed = False
-            target._home, target._param = state, p
+            target.adopt(state, p)
             self.initialized[i] = parsed.initialized
             self.owned[i] = target
-            if state.get(p) is not target:
-                dict.__setitem__(state, p, target)
 
     def _init_param(self, i: int, group: Mapping, state, init: "_InitValues") -> None:
         p = self.params[i]
@@ -615,12 +620,9 @@ class FlatGroup:
             self.present[name][i] = True
             dict.__setitem__(new, name, self._view(name, i))
         if new:
-            new._changed = False
-            new._home, new._param = state, p
+            new.adopt(state, p)
             self.initialized[i] = True
             self.owned[i] = new
-            if state.get(p) is not new:
-                dict.__setitem__(state, p, new)
 
     def init_all(self, group: Mapping, defaults: Mapping, state: defaultdict) -> None:
         """Create the state of every parameter now (torch's Adagrad does it in

@@ -482,24 +482,20 @@ def _phase1_task(task, desc, scal, keys, bases, state, pnorm, blk):
         for k in range(n_el):
             x = g[k]
             v[k] = lerp(v[k], x * x, w1)
-    elif kind == T_ROWS_LANE:
-        # rows task[2]:task[3] of the flattened (batches * m) rows, each
-        # contiguous in g: one lastdim norm per row
-        cnt = cast_like(float(n), state)
-        off = desc[i, OFF_A]
+    elif kind == T_ROWS_LANE or kind == T_COLS_LANE:
+        # reductions task[2]:task[3] of the flattened (batches * m) rows, or
+        # (batches * n) columns of an F-ordered gradient, each contiguous in
+        # g: one lastdim norm per reduction
+        rows = kind == T_ROWS_LANE
+        length = n if rows else m
+        per_batch = m if rows else n
+        stride = sm if rows else sn
+        off = desc[i, OFF_A] if rows else desc[i, OFF_B]
+        cnt = cast_like(float(length), state)
         for r in range(task[2], task[3]):
-            b, ii = r // m, r % m
-            s = sumsq_lanes(g, bases[ob + b] + ii * sm, n)
+            b, ii = r // per_batch, r % per_batch
+            s = sumsq_lanes(g, bases[ob + b] + ii * stride, length)
             state[off + r] = lerp(state[off + r], row_mean(s, cnt), w1)
-    elif kind == T_COLS_LANE:
-        # columns task[2]:task[3] of the flattened (batches * n) columns,
-        # each contiguous in g (an F-ordered gradient)
-        cnt = cast_like(float(m), state)
-        off = desc[i, OFF_B]
-        for c in range(task[2], task[3]):
-            b, j = c // n, c % n
-            s = sumsq_lanes(g, bases[ob + b] + j * sn, m)
-            state[off + c] = lerp(state[off + c], row_mean(s, cnt), w1)
     elif kind == T_COLS_SEQ:
         # batch task[2], columns task[3]:task[4]: the rows in order, a running
         # sum per column (vectorises over the columns of a C-ordered gradient)

@@ -253,12 +253,9 @@ class _Flat:
                 elif key == "step":
                     value = self._step_view(i)
                 dict.__setitem__(target, key, value)
-            target._changed = False
-            target._home, target._param = state, p
+            target.adopt(state, p)
             self.initialized[i] = True
             self.owned[i] = target
-            if state.get(p) is not target:
-                dict.__setitem__(state, p, target)
         self.seen = (None, -1)
 
     def init_slot(self, i: int, state) -> None:
@@ -270,12 +267,9 @@ class _Flat:
         for name, view in self.views(i).items():
             self._zero(view)
             dict.__setitem__(new, name, view)
-        new._changed = False
-        new._home, new._param = state, p
+        new.adopt(state, p)
         self.initialized[i] = True
         self.owned[i] = new
-        if state.get(p) is not new:
-            dict.__setitem__(state, p, new)
 
 
 def _bins(costs: np.ndarray, nbins: int):
