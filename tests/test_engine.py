@@ -275,3 +275,84 @@ def test_a_bad_new_gradient_on_the_cached_plan_changes_nothing():
     ps[1].grad = buf[1:]
     opt.step()                                      # a valid one steps again
     assert float(opt.state[ps[1]]["step"]) == 4.0
+
+
+# -- the measured serial/parallel choice (issue 17) -------------------------------
+
+def _steps_of(n, steps, monkeypatch, threshold, clock=None):
+    from nbopt import engine
+
+    monkeypatch.setattr(config, "PARALLEL_THRESHOLD", threshold)
+    monkeypatch.setattr(engine, "_PATHS", {})
+    if clock is not None:
+        monkeypatch.setattr(engine.time, "perf_counter", clock)
+    rng = np.random.default_rng(3)
+    p = nbopt.Parameter(rng.standard_normal(n).astype(np.float32))
+    p.grad = rng.standard_normal(n).astype(np.float32)
+    opt = nbopt.Adam([p], lr=0.01, weight_decay=0.1)
+    for _ in range(steps):
+        opt.step()
+    return np.array(p), opt, engine._PATHS
+
+
+@pytest.mark.parametrize("parallel_wins", [True, False])
+def test_measured_choice_times_both_builds_and_keeps_the_numbers(parallel_wins, monkeypatch):
+    from nbopt import engine
+
+    if not config.parallel_allowed():
+        pytest.skip("this process runs serial kernels only (Numba threading layer)")
+    fixed, _, _ = _steps_of(20000, 14, monkeypatch, 1 << 62)       # serial throughout
+    # a clock that the builds advance by a set cost each: the wanted one is faster
+    now = [0.0]
+    cost = {1: 1.0, 0: 2.0} if parallel_wins else {1: 2.0, 0: 1.0}
+    builds = []
+    made = engine._Measure.__init__
+
+    def init(self, key, spec, seg):
+        made(self, key, spec, seg)
+
+        def timed(kernel, parallel):
+            def call(*args):
+                builds.append(parallel)
+                now[0] += cost[parallel]
+                kernel(*args)
+            return call
+
+        self.paths = tuple((timed(k, par), c) for par, (k, c) in enumerate(self.paths))
+
+    monkeypatch.setattr(engine._Measure, "__init__", init)
+    measured, opt, paths = _steps_of(20000, 14, monkeypatch, None, clock=lambda: now[0])
+    np.testing.assert_array_equal(measured, fixed)  # both builds compute the same values
+    timed = builds[:2 * engine.MEASURE_ROUNDS]
+    assert timed.count(1) == timed.count(0) == engine.MEASURE_ROUNDS
+    assert list(paths.values()) == [parallel_wins]
+    assert set(builds[2 * engine.MEASURE_ROUNDS:]) == {int(parallel_wins)}   # then the winner
+    # a new plan of the same class starts from the choice, and the general
+    # path takes it too
+    seg = opt._flat[0].flat[0]._steady.seg
+    assert engine._runs_parallel(opt._flat[0].flat[0].spec, seg, np.float32) is parallel_wins
+
+
+def test_measured_choice_stays_out_of_fixed_thresholds_and_small_steps(monkeypatch):
+    from nbopt import engine
+
+    _, opt, paths = _steps_of(20000, 12, monkeypatch, 1 << 17)     # a fixed threshold
+    assert opt._flat[0].flat[0]._steady.measure is None and paths == {}
+    _, opt, paths = _steps_of(engine.MEASURE_MIN - 1, 12, monkeypatch, None)
+    assert opt._flat[0].flat[0]._steady.measure is None and paths == {}
+
+
+def test_parallel_chunks_split_evenly_between_threads(monkeypatch):
+    import numba
+
+    from nbopt import engine
+
+    threads = numba.get_num_threads()
+    for total in (30000, 100000, 1000003):
+        chunk = engine._parallel_chunk(total)
+        chunks = engine._chunks(np.array([total]), chunk)
+        assert chunk <= max(16, config.CHUNK_SIZE) and chunk % 16 == 0
+        assert len(chunks) % threads == 0 or len(chunks) < threads
+        per_thread = np.array_split(chunks[:, 2] - chunks[:, 1], threads)
+        loads = [int(x.sum()) for x in per_thread]
+        assert max(loads) - min(loads) <= 16 * len(chunks), loads

@@ -17,7 +17,7 @@ import pytest
 from nbopt import config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N = config.PARALLEL_THRESHOLD + 68_928         # 200k elements: a parallel step
+N = config.DEFAULT_PARALLEL_THRESHOLD + 68_928         # 200k elements: a parallel step
 
 
 def _run(tmp_path, code: str, timeout: float = 300, **env) -> str:

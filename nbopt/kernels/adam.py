@@ -114,7 +114,14 @@ adam_cuda = cuda_kernel(adam_cuda_segments, adam_update)
 
 
 def adam_scalars(group, t, fresh, old, new):
-    lr = to_scalar(group["lr"])
+    lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+    if (type(lr) is float and type(beta1) is float and type(beta2) is float
+            and type(wd) is not np.ndarray and not group.get("fused")
+            and not group.get("differentiable")):
+        # float hyper-parameters, the common case, without the general
+        # path's conversions (a 1k-element step costs ~3 us in all)
+        return adam_host(lr, beta1, beta2, wd, group["eps"], t)
+    lr = to_scalar(lr)
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
     wd = to_scalar(group["weight_decay"])
     eps = group["eps"]

@@ -84,7 +84,12 @@ adamax_cuda = cuda_kernel(adamax_cuda_segments, adamax_update)
 
 
 def adamax_scalars(group, t, fresh, old, new):
-    lr = to_scalar(group["lr"])
+    lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+    if (type(lr) is float and type(beta1) is float and type(beta2) is float
+            and type(wd) is not np.ndarray):
+        # float hyper-parameters, the common case (see adam_scalars)
+        return adamax_host(lr, beta1, beta2, group["eps"], wd, t)
+    lr = to_scalar(lr)
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
     if group.get("foreach") and isinstance(lr, np.ndarray):
         # torch's foreach path: ``_get_value(lr) / bc``, a Tensor lr's value in double

@@ -114,12 +114,19 @@ def asgd_host(weight_decay, lambd, eta, mu):
 
 
 @register_jitable
+def asgd_eta_mu(lr, lambd, alpha, t0, t):
+    """This step's new ``(eta, mu)`` for a float lr, in doubles as torch
+    computes them."""
+    return lr / power(1 + lambd * lr * t, alpha), 1 / max(1, t - t0)
+
+
+@register_jitable
 def asgd_advance_host(lr, lambd, alpha, t0, t):
     """This step's new ``(eta, mu)`` for a float lr, as torch computes them
     (doubles) and ``torch.as_tensor`` rounds them (float32); storing them
     in the state's own dtype rounds nothing more."""
-    return (np.float32(lr / power(1 + lambd * lr * t, alpha)),
-            np.float32(1 / max(1, t - t0)))
+    eta, mu = asgd_eta_mu(lr, lambd, alpha, t0, t)
+    return np.float32(eta), np.float32(mu)
 
 
 def _as_tensor(x):
@@ -134,6 +141,10 @@ def asgd_advance(group, t, old, dtype):
     lr = group["lr"]
     if type(lr) is float and not group.get("foreach"):
         # the common case, as below without the tensor helpers (~0.5 us a step)
+        if dtype is np.float32:
+            # as_tensor's float32 rounding is the engine's rounding of what
+            # this returns to the float32 state
+            return asgd_eta_mu(lr, group["lambd"], group["alpha"], group["t0"], t)
         return asgd_advance_host(lr, group["lambd"], group["alpha"], group["t0"], t)
     lr = tensor_value(to_scalar(lr))
     lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]

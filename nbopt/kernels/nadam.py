@@ -131,7 +131,13 @@ def nadam_host(lr, beta1, beta2, wd, eps, momentum_decay, t, mu_product):
 
 
 def nadam_scalars(group, t, fresh, old, new):
-    lr = to_scalar(group["lr"])
+    lr = group["lr"]
+    if type(lr) is float and not group.get("differentiable"):
+        # a float lr, the common case (see adam_scalars)
+        beta1, beta2 = group["betas"]
+        return nadam_host(lr, beta1, beta2, group["weight_decay"], group["eps"],
+                          group["momentum_decay"], t, new[0])
+    lr = to_scalar(lr)
     beta1, beta2 = group["betas"]
     wd, eps, decay = group["weight_decay"], group["eps"], group["momentum_decay"]
     (mu_product,) = new    # the stored float32 value torch reads with .item()
@@ -170,7 +176,13 @@ def nadam_advance(group, t, old, dtype):
     # float64 once loaded into float64 params): mu is rounded to that dtype
     # and the product is taken in it
     (mu_product,) = old
-    return (dtype(mu_product) * dtype(nadam_mu(group["betas"][0], group["momentum_decay"], t)),)
+    beta1 = group["betas"][0]
+    if dtype is np.float32 and type(beta1) is float:
+        # the common case without NumPy scalars: the product of two float32
+        # values is exact in double, and the engine rounds what this returns
+        # to the state's float32, so this is float32 multiplication
+        return (mu_product * float(np.float32(nadam_mu(beta1, group["momentum_decay"], t))),)
+    return (dtype(mu_product) * dtype(nadam_mu(beta1, group["momentum_decay"], t)),)
 
 
 def nadam_flags(group):

@@ -121,7 +121,12 @@ radam_cuda = cuda_kernel(radam_cuda_segments, radam_update)
 
 
 def radam_scalars(group, t, fresh, old, new):
-    lr = to_scalar(group["lr"])
+    lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+    if (type(lr) is float and type(beta1) is float and type(beta2) is float
+            and type(wd) is not np.ndarray and not group.get("foreach")):
+        # float hyper-parameters, the common case (see adam_scalars)
+        return radam_host(lr, beta1, beta2, wd, group["eps"], t)
+    lr = to_scalar(lr)
     beta1, beta2 = (to_scalar(b) for b in group["betas"])
     wd = to_scalar(group["weight_decay"])
     if group.get("foreach"):

@@ -688,7 +688,7 @@ def _run(spec, jobs, table, flags) -> None:
             continue
         if job.parallel:
             s = seg[j:j + 1]
-            kernel, c = _launch_shape(spec, s)
+            kernel, c = _launch_shape(spec, s, scalars[j].dtype)
             kernel(s, c, scalars[j], *job.launch, *flags)
         else:
             serial(seg[j:j + 1], chunks[j:j + 1], scalars[j], *job.launch, *flags)
@@ -726,8 +726,8 @@ def _run_general(spec, job: _Job, flags) -> None:
             wg, _ = _working(wp, g)
         n = wp.size * (2 if wp.dtype.kind == "c" else 1)
         seg = np.array([[_address(wp), _address(wg), 0, n]], np.int64)
-        kernel, chunks = _launch_shape(spec, seg)
         real = _real(wp.dtype)
+        kernel, chunks = _launch_shape(spec, seg, real)
         scalars = np.array([job.row], np.float64).astype(real)
         arrays = [_flat(work[s.name]) if s.name in work else _empty(real) for s in spec.state]
         kernel(seg, chunks, scalars, *arrays, *flags)
