@@ -655,8 +655,8 @@ class FlatGroup:
         changes = None if seen[0] is state and seen[1] == state.version \
             else self.sync(state, group)
         steady = self._steady
-        if changes is None and steady is not None and steady.matches(self, group):
-            return steady.plan()
+        if changes is None and steady is not None and steady.ready(group):
+            return steady
         grads = list(map(_GRAD, self.params))
         mask = np.fromiter((g is not None for g in grads), bool, len(grads))
         if not mask.any():
@@ -1027,11 +1027,13 @@ class _Steady:
 
     __slots__ = ("fg", "group", "seg", "chunks", "kernel", "arrays", "scalars", "absent",
                  "knobs", "grad_ids", "epoch", "uniform", "t", "new", "wide", "sarrays",
-                 "stored", "rows", "per_slot", "regrads", "call", "pack", "measure")
+                 "stored", "rows", "per_slot", "regrads", "call", "pack", "measure",
+                 "spec", "steps", "head")
 
     def __init__(self, fg, group, launch, arrays):
         kernel, seg, chunks, scalars = launch
         self.fg, self.group, self.seg, self.chunks = fg, group, seg, chunks
+        self.spec, self.steps = fg.spec, fg.steps
         # ids of the gradients this plan was made for; fg._grads holds the
         # arrays themselves, so an id cannot be reused while it is cached
         self.grad_ids = list(map(id, fg._grads))
@@ -1069,8 +1071,14 @@ class _Steady:
         self.call = kernel if fg.device is not None else \
             _entry_point(kernel, (seg, chunks, self.scalars, *arrays, *fg.spec.flags(group)))
         self.measure = None if fg.device is not None else _Measure.of(fg.spec, seg, fg.dtype)
+        self.head = (seg, chunks, self.scalars, *arrays)
 
-    def matches(self, fg, group) -> bool:
+    def ready(self, group) -> bool:
+        """Whether the plan holds for this step of ``group`` (see the class
+        docstring); if so, this step's scalars are computed (which may
+        raise), changing nothing but the plan.  One method: a 1k-element
+        step costs ~3 us, a call ~0.1 us."""
+        fg = self.fg
         epoch = Parameter._grad_epoch
         self.regrads = None
         if epoch != self.epoch:
@@ -1092,6 +1100,34 @@ class _Steady:
         for check, values in self.uniform:
             if not check(values):
                 return False
+        # every step count is equal here; stored in float32, which rounds
+        # ``step += 1`` as torch's float32 step does (exact below 2**24)
+        t = self.steps.item(0) + 1.0
+        if t > 16777216.0:
+            t = float(np.float32(t))
+        try:
+            if self.sarrays:
+                old = tuple([arr.item(0) for arr in self.sarrays])
+                stored = self.stored
+                new = stored(_rounded(self.spec.advance(group, t, old, stored.dtype),
+                                      stored.dtype))
+            else:
+                old = new = ()
+            row = self.spec.scalars(group, t, False, old, new)
+            pack = self.pack
+            if pack is None:
+                sum(row)        # see _host
+                self.scalars[self.rows] = row
+            else:
+                pack(self.scalars, 0, *row)
+        except (TypeError, struct.error) as error:
+            # struct rejects what is not a number, as sum() does; the
+            # error that names the option comes from the general path's maths
+            if not isinstance(error, TypeError):
+                error = TypeError(str(error))
+            name_bad_option(group, fg.group_index, error)
+            raise error
+        self.t, self.new = t, new
         return True
 
     def _new_grads(self, fg, grads, ids, epoch) -> bool:
@@ -1111,39 +1147,6 @@ class _Steady:
         self.regrads = (regrads, ids, epoch)
         return True
 
-    def plan(self) -> "_Steady":
-        """Compute this step's scalars (which may raise), changing nothing."""
-        fg, group = self.fg, self.group
-        # every step count is equal here; stored in float32, which rounds
-        # ``step += 1`` as torch's float32 step does (exact below 2**24)
-        t = fg.steps.item(0) + 1.0
-        if t > 16777216.0:
-            t = float(np.float32(t))
-        try:
-            if self.sarrays:
-                old = tuple([arr.item(0) for arr in self.sarrays])
-                stored = self.stored
-                new = stored(_rounded(fg.spec.advance(group, t, old, stored.dtype),
-                                      stored.dtype))
-            else:
-                old = new = ()
-            row = fg.spec.scalars(group, t, False, old, new)
-            pack = self.pack
-            if pack is None:
-                sum(row)        # see _host
-                self.scalars[self.rows] = row
-            else:
-                pack(self.scalars, 0, *row)
-        except (TypeError, struct.error) as error:
-            # struct rejects what is not a number, as sum() does; the
-            # error that names the option comes from the general path's maths
-            if not isinstance(error, TypeError):
-                error = TypeError(str(error))
-            name_bad_option(group, fg.group_index, error)
-            raise error
-        self.t, self.new = t, new
-        return self
-
     def run(self) -> None:
         if self.regrads is not None:
             regrads, self.grad_ids, self.epoch = self.regrads
@@ -1155,14 +1158,13 @@ class _Steady:
             self.regrads = None
             if fg.device is not None:
                 self.kernel.segments_changed()
-        self.fg.steps.fill(self.t)
+        self.steps.fill(self.t)
         for arr, value in zip(self.sarrays, self.new):
             arr.fill(value)
         if self.measure is None:
-            self.call(self.seg, self.chunks, self.scalars, *self.arrays,
-                      *self.fg.spec.flags(self.group))
+            self.call(*self.head, *self.spec.flags(self.group))
             return
-        self.measure.run(self.seg, (self.scalars, *self.arrays, *self.fg.spec.flags(self.group)))
+        self.measure.run(self.seg, (self.scalars, *self.arrays, *self.spec.flags(self.group)))
 
 
 _STRUCT_CODES = {np.float32: "f", np.float64: "d"}

@@ -636,9 +636,9 @@ class ElementwiseOptimizer(Optimizer):
                 return None
             for fg in gp.flat:
                 steady = fg._steady
-                if steady is None or fg._seen != seen or not steady.matches(fg, group):
+                if steady is None or fg._seen != seen or not steady.ready(group):
                     return None
-                plans.append(steady.plan())
+                plans.append(steady)
         return plans
 
     def _supports(self, dtype, rows) -> bool:
