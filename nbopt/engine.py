@@ -914,7 +914,9 @@ def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray, dtype=np.float32):
 MEASURE_MIN = 4096          # below: serial (a parallel launch costs more than the loop)
 MEASURE_MAX = 1 << 22       # from here on: parallel (memory-bound at any load)
 MEASURE_ROUNDS = 4          # timed steps of each build
-REMEASURE_EVERY = 4096      # steps between measurements of a steady plan
+REMEASURE_FIRST = 48        # steps to the second measurement of a new plan (the
+                            # first may run beside another pool's spinning threads)
+REMEASURE_EVERY = 4096      # steps between later measurements
 _PATHS: dict = {}           # path class -> True (parallel) / False (serial)
 
 
@@ -947,10 +949,11 @@ class _Measure:
     alternating, runs the faster one, and measures again every
     ``REMEASURE_EVERY`` steps (the machine's load changes)."""
 
-    __slots__ = ("key", "paths", "times", "left", "until", "won")
+    __slots__ = ("key", "paths", "times", "left", "until", "won", "rounds")
 
     def __init__(self, key, spec: AlgorithmSpec, seg: np.ndarray):
         self.key = key
+        self.rounds = 0
         self.paths = ((spec.cpu[0], _serial_chunks(seg)),
                       (spec.cpu[1], _chunks(seg[:, 3], _parallel_chunk(int(seg[:, 3].sum())))))
         known = _PATHS.get(key)
@@ -991,7 +994,9 @@ class _Measure:
         if not self.left:
             parallel = min(self.times[1]) < min(self.times[0])
             _PATHS[self.key] = parallel
-            self.won, self.until = self.paths[parallel], REMEASURE_EVERY
+            self.rounds += 1
+            self.won = self.paths[parallel]
+            self.until = REMEASURE_FIRST if self.rounds == 1 else REMEASURE_EVERY
 
 
 def _serial_chunks(seg: np.ndarray) -> np.ndarray:

@@ -145,6 +145,17 @@ def test_adafactor_and_muon_cuda_kernels_compile_to_ptx_without_float64_in_float
 
 
 @requires_numba_cuda
+def test_8bit_step_kernel_compiles_to_ptx_without_float64_in_float32_or_contraction():
+    out = _run_ptx("ptx_check_optim8bit.py")
+    lines = {tuple(line.split()[:2]): line for line in out.stdout.splitlines()
+             if line.startswith("quantized_step8")}
+    assert set(lines) == {("quantized_step8", "float32"), ("quantized_step8", "float64")}
+    _assert_clean_float32_ptx(out, ("quantized_step8",))
+    assert "fusable mul/add: 0" in lines[("quantized_step8", "float64")]
+    assert out.stdout.rstrip().endswith("OK")
+
+
+@requires_numba_cuda
 def test_sparse_row_kernels_compile_to_ptx_without_float64_in_float32_or_contraction():
     out = _run_ptx("ptx_sparse_check.py")
     _assert_clean_float32_ptx(out, ("sparse_adam", "adagrad_rows", "scatter_add"))

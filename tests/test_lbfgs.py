@@ -496,3 +496,263 @@ def test_checkpoint_after_the_first_iteration_keeps_python_numbers(tmp_path):
         assert opt.step(closure) == opt2.step(closure2)
     np.testing.assert_array_equal(p, q)
     np.testing.assert_array_equal(st["d"], st2["d"])
+
+
+# -- the fused two-loop recursion ------------------------------------------------------
+
+def _per_update_path(monkeypatch):
+    """Make LBFGS run its passes as before they were fused: a memory pass that
+    leaves q alone, then one ``pass_`` call per update from Python; a line
+    search's trial point as a copy of its start, then an add."""
+    from nbopt.optim import lbfgs as mod
+
+    memory = mod._FlatParams.memory
+    monkeypatch.setattr(mod._FlatParams, "memory",
+                        lambda self, g, prev, d, t, y, s, q=None: memory(self, g, prev, d, t, y, s))
+    monkeypatch.setattr(mod._FlatParams, "two_loop", mod._two_loop_passes)
+    add = mod._FlatParams.add
+
+    def set_then_add(self, t, d, x=None):
+        if x is not None:
+            self.set(x)
+        return add(self, t, d)
+    monkeypatch.setattr(mod._FlatParams, "add", set_then_add)
+
+
+def _stale_quadratic(p, scale, stale_calls):
+    """sum(scale x^2 / 2 - x); the calls numbered in ``stale_calls`` hand back
+    the previous gradient (y = 0: the pair is not kept, with a history)."""
+    calls = [0]
+    last = [None]
+
+    def closure():
+        calls[0] += 1
+        x = np.asarray(p)
+        if calls[0] not in stale_calls or last[0] is None:
+            last[0] = (scale * x - 1).astype(p.dtype)
+        p.grad = last[0].copy()
+        return float(np.sum(0.5 * scale * x * x - x))
+    return closure
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_recursion_equals_the_per_update_passes_bit_for_bit(monkeypatch, dtype,
+                                                                  line_search_fn):
+    """One compiled call for the whole two-loop recursion (its opening update
+    fused into the memory pass), and line-search trial points written in one
+    pass, give the per-update path's bits: parameters, losses and every state
+    entry, over several blocks, a history that wraps, and pairs that are not
+    kept while there is a history."""
+    rng = np.random.default_rng(3)
+    init = rng.standard_normal(40_000).astype(dtype)     # 3 blocks of the reductions
+    scale = (1 + 9 * rng.random(40_000)).astype(dtype)
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            _per_update_path(monkeypatch)
+        p = nbopt.Parameter(init.copy())
+        opt = LBFGS([p], max_iter=7, history_size=3, line_search_fn=line_search_fn)
+        # calls whose stale gradient drops a pair once the history is there
+        stale = {5, 6, 12} if line_search_fn is None else {8, 9, 10}
+        closure = _stale_quadratic(p, scale, stale_calls=stale)
+        losses = [opt.step(closure) for _ in range(3)]
+        st = opt.state[p]
+        assert len(st["old_dirs"]) == 3
+        runs.append((losses, np.array(p), st))
+    (l1, p1, s1), (l2, p2, s2) = runs
+    assert l1 == l2
+    np.testing.assert_array_equal(p1, p2)
+    assert list(s1) == list(s2)
+    for key in s1:
+        a, b = s1[key], s2[key]
+        if isinstance(a, list):
+            assert len(a) == len(b), key
+            for x, y in zip(a, b):
+                assert (x is None) == (y is None), key
+                if x is not None:
+                    assert np.asarray(x).dtype == np.asarray(y).dtype, key
+                    np.testing.assert_array_equal(x, y, err_msg=key)
+        else:
+            assert type(a) is type(b), key
+            np.testing.assert_array_equal(a, b, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m", [0, 1, 4])
+def test_two_loop_backend_equals_the_per_update_passes(dtype, m):
+    """``_FlatParams.two_loop`` against ``_two_loop_passes`` on one history:
+    with and without the opening update done, with ro as 0-d arrays (the
+    compiled loop) and as Python floats (float64: the per-update fallback,
+    the same numbers)."""
+    from nbopt.optim.lbfgs import _FlatParams, _two_loop_passes
+
+    rng = np.random.default_rng(m)
+    n = 20_000
+    p = nbopt.Parameter(np.zeros(n, dtype))
+    flat = _FlatParams([p])
+    g = rng.standard_normal(n).astype(dtype)
+    ys = [rng.standard_normal(n).astype(dtype) for _ in range(m)]
+    ss = [(0.01 * (y + rng.standard_normal(n))).astype(dtype) for y in ys]
+    ro = [np.asarray(np.reciprocal(np.dot(y, s))) for y, s in zip(ys, ss)]
+    h = np.asarray(0.7, dtype)[()]
+    ro_forms = [ro] + ([[float(r) for r in ro]] if dtype == "float64" and m else [])
+    for ro_form in ro_forms:
+        for opened in ([False, True] if m else [False]):
+            results = []
+            for run in (flat.two_loop, lambda *a: _two_loop_passes(flat, *a)):
+                q = np.full(n, np.nan, dtype)
+                first = None
+                if opened:
+                    first = flat.pass_(q, g, 0, 1, ss[-1], 0)      # MODE_NEG
+                al = [None] * 5
+                gtd = run(q, g, ys, ss, ro_form, al, h, first)
+                results.append((gtd, q, al))
+            (g1, q1, al1), (g2, q2, al2) = results
+            assert type(g1) is type(g2) and g1 == g2
+            np.testing.assert_array_equal(q1, q2)
+            assert [None if a is None else (a.dtype, a.shape, a[()]) for a in al1] == \
+                   [None if a is None else (a.dtype, a.shape, a[()]) for a in al2]
+
+
+@pytest.mark.parametrize("layout", ["direct", "fortran", "twice", "mixed"])
+def test_trial_point_in_one_pass_equals_copy_then_add(layout):
+    """``add(t, d, x)`` (a line search's trial point ``x + t d``) leaves the
+    parameters and returns the ``max|d t|`` of ``set(x)`` then ``add(t, d)``,
+    for parameters reached in place, through copies, and listed twice."""
+    from nbopt.optim.lbfgs import _FlatParams
+
+    rng = np.random.default_rng(7)
+
+    def make():
+        a = rng.standard_normal((30, 40))
+        b = rng.standard_normal(25_000)
+        if layout == "fortran":
+            a = np.asfortranarray(a)
+        if layout == "mixed":
+            b = b.astype(np.float32)
+        pa, pb = nbopt.Parameter(a), nbopt.Parameter(b)
+        return [pa, pb, pa] if layout == "twice" else [pa, pb]
+
+    params = make()
+    starts = [np.array(p) for p in params]
+    flat = _FlatParams(params)
+    x = flat.clone()
+    d = rng.standard_normal(flat.total).astype(flat.dtype)
+    t = flat.scalar(0.37)
+    flat.add(t, 2 * d)                     # somewhere else first, as after a trial
+    got_max = flat.add(t, d, x)
+    got = [np.array(p) for p in params]
+    for p, v in zip(params, starts):
+        p[...] = v
+    flat.add(t, 2 * d)
+    flat.set(x)
+    want_max = flat.add(t, d)
+    assert got_max == want_max
+    for g, p in zip(got, params):
+        np.testing.assert_array_equal(g, p)
+
+
+def _wall_closure(p):
+    """sum(-x) below x = 1 and a steep wall above it: the line search's
+    trial points overshoot, and it may end away from the last one."""
+    def closure():
+        x = np.asarray(p)
+        over = np.maximum(x - 1, 0)
+        p.grad = -1 + 2000 * over
+        return float(np.sum(-x + 1000 * over**2))
+    return closure
+
+
+@pytest.mark.parametrize("max_eval", [2, 4])
+def test_line_search_ending_away_from_its_last_trial_point(monkeypatch, max_eval):
+    """The parameters stay at the line search's last trial point; when it
+    chooses another step (here when it runs out of evaluations) they are put
+    at ``x + t d`` from its start: torch's numbers (it restores, then adds)."""
+    from nbopt.optim import lbfgs as mod
+
+    x0 = np.linspace(0, 0.2, 1000)
+    options = dict(lr=0.5, max_iter=4, max_eval=max_eval, history_size=3,
+                   line_search_fn="strong_wolfe")
+    calls = {"evaluations": 0, "from_x": 0}
+    evaluate, add = mod.LBFGS._directional_evaluate, mod._FlatParams.add
+
+    def counting_evaluate(*args):
+        calls["evaluations"] += 1
+        return evaluate(*args)
+
+    def counting_add(self, t, d, x=None):
+        calls["from_x"] += x is not None
+        return add(self, t, d, x)
+
+    runs = []
+    for fused in (True, False):
+        with monkeypatch.context() as m:
+            if fused:
+                m.setattr(mod.LBFGS, "_directional_evaluate", staticmethod(counting_evaluate))
+                m.setattr(mod._FlatParams, "add", counting_add)
+            else:
+                _per_update_path(m)
+            p = nbopt.Parameter(x0.copy())
+            opt = LBFGS([p], **options)
+            closure = _wall_closure(p)
+            losses = [opt.step(closure) for _ in range(3)]
+            runs.append((losses, np.array(p), opt.state[p]["t"]))
+    assert calls["from_x"] > calls["evaluations"]     # the parameters were moved back
+    assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    if HAVE_TORCH:
+        import torch
+
+        tp = torch.nn.Parameter(torch.from_numpy(x0.copy()))
+        topt = torch.optim.LBFGS([tp], **options)
+
+        def tclosure():
+            x = tp.detach().numpy()
+            over = np.maximum(x - 1, 0)
+            tp.grad = torch.from_numpy(-1 + 2000 * over)
+            return float(np.sum(-x + 1000 * over**2))
+        tlosses = [topt.step(tclosure) for _ in range(3)]
+        np.testing.assert_allclose(runs[0][0], tlosses, rtol=RTOL)
+        want = tp.detach().numpy()
+        assert np.max(np.abs(runs[0][1] - want)) <= RTOL * np.max(np.abs(want))
+
+
+def test_a_kept_direction_is_not_reused():
+    """The replaced ``d`` goes back to the pool of flat vectors only when
+    nothing else holds it."""
+    p = nbopt.Parameter(np.linspace(-2, 2, 12))
+    opt = LBFGS([p], max_iter=3, history_size=2)
+    closure = _quadratic([p])
+    opt.step(closure)
+    kept = opt.state[p]["d"]
+    copy = kept.copy()
+    for _ in range(3):
+        opt.step(closure)
+    assert opt.state[p]["d"] is not kept
+    np.testing.assert_array_equal(kept, copy)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_steady_steps_allocate_no_flat_vectors(monkeypatch, line_search_fn):
+    """Once the history is full, every flat vector a step needs comes back
+    from the pool (a fresh 8 MB array costs page faults: ~20x a reused one)."""
+    from nbopt.optim import lbfgs as mod
+
+    misses = []
+    new = mod._FlatParams.new
+
+    def counting_new(self):
+        misses.append(not self.spare)
+        return new(self)
+    monkeypatch.setattr(mod._FlatParams, "new", counting_new)
+    p = nbopt.Parameter(np.linspace(-2, 2, 1000))
+    opt = LBFGS([p], max_iter=5, history_size=3, tolerance_grad=-1, tolerance_change=-1,
+                line_search_fn=line_search_fn)
+    closure = _quadratic([p])
+    for _ in range(3):
+        opt.step(closure)
+    misses.clear()
+    for _ in range(3):
+        opt.step(closure)
+    assert misses and not any(misses)

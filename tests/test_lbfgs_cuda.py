@@ -31,6 +31,9 @@ def test_cuda_kernels_reuse_the_cpu_passes_element_functions():
         assert element in cuda_loop.__code__.co_names
     for cpu_loop, element in [(k.lbfgs_add, "_step_element"),
                               (k.lbfgs_memory, "_memory_element"),
-                              (k.lbfgs_pass, "_recursion_element"),
+                              (k.lbfgs_memory, "_recursion_element"),
+                              (k.lbfgs_pass, "_recursion_block"),
+                              (k.lbfgs_two_loop, "_recursion_block"),
+                              (k._recursion_block.py_func, "_recursion_element"),
                               (k.lbfgs_stats, "_running_max")]:
         assert element in cpu_loop.__code__.co_names

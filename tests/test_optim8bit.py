@@ -487,3 +487,266 @@ def test_sgd8bit_and_rmsprop8bit_refuse_what_bitsandbytes_refuses():
         nbopt.SGD8bit([w], lr=0.1)
     with pytest.raises(NotImplementedError, match="Centered"):
         nbopt.RMSprop8bit([w], centered=True)
+
+
+# -- one kernel call per (param group, dtype) ------------------------------------------
+
+def _per_parameter_step(opt):
+    """The step as it was before one call per group: the per-parameter
+    kernels (``Q.step8_cpu``, ``Q.step32_cpu``), one call per parameter,
+    with the optimizer's own state creation, scalars and flags."""
+    from nbopt import config
+
+    two = opt._two
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = opt.state[p]
+            fresh = not state
+            if fresh:
+                state.update(opt._new_state(p, group))
+            step = state["step"]
+            t = float(step) + 1.0
+            step[...] = t
+            row = np.zeros(Q.N_SCALARS, p.dtype)
+            vals = opt._scalars(group, t, fresh)
+            row[:len(vals)] = vals
+            row[-1] = 1
+            f0, f1, f2 = opt._flags(group)
+            pf, gf = p.reshape(-1), np.ascontiguousarray(p.grad).reshape(-1)
+            s1 = state["state1"].reshape(-1)
+            if s1.dtype == np.uint8:
+                m1, mid1, lut1 = Q.tables(opt._signed[0])
+                if two:
+                    m2, mid2, lut2 = Q.tables(opt._signed[1])
+                    q2, a2 = state["state2"].reshape(-1), state["absmax2"]
+                else:
+                    m2, mid2, lut2, q2, a2 = m1, mid1, lut1, s1[:0], state["absmax1"][:0]
+                kernel = Q.step8_cpu[1 if config.runs_parallel(pf.size) else 0]
+                kernel(pf, gf, s1, state["absmax1"], m1, mid1, lut1, q2, a2, m2, mid2, lut2,
+                       row, opt._algo, two, f0, f1, f2, not opt._signed[0],
+                       two and not opt._signed[1], Q.BLOCKSIZE)
+            else:
+                s2 = state["state2"].reshape(-1) if two else s1[:0]
+                Q.step32_cpu(pf, gf, s1, s2, row, opt._algo, two, f0, f1, f2)
+
+
+OPTIONS = {
+    "Adam8bit": {"lr": 1e-2, "weight_decay": 0.1, "maximize": True},
+    "AdamW8bit": {"lr": 1e-2},
+    "SGD8bit": {"lr": 1e-2, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2},
+    "RMSprop8bit": {"lr": 1e-3, "weight_decay": 1e-2},
+    "Adagrad8bit": {"lr": 1e-2, "lr_decay": 1e-3, "initial_accumulator_value": 0.1},
+}
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["parallel", "serial"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_group_step_is_the_per_parameter_kernels_bit_for_bit(name, dtype, threshold,
+                                                             monkeypatch):
+    """One call per (group, dtype) over a table of addresses computes what
+    one call per parameter computed: quantized and float-state parameters,
+    short last blocks, step counts that differ (a grad left None), a
+    non-contiguous gradient, serial and parallel builds."""
+    from nbopt import config
+
+    monkeypatch.setattr(config, "PARALLEL_THRESHOLD", threshold)
+    rng = np.random.default_rng(9)
+    shapes = [(5000,), (30, 10), (70_000,), (4096,), (1,), (257,), (0,), (40, 205)]
+    values = [(rng.standard_normal(s) * 10.0 ** rng.integers(-3, 2, s)).astype(dtype)
+              for s in shapes]
+    mine = [nbopt.Parameter(v.copy()) for v in values]
+    ref = [nbopt.Parameter(v.copy()) for v in values]
+    cls = getattr(nbopt, name)
+
+    def groups(ps):
+        return [{"params": ps[:4]}, {"params": ps[4:], "min_8bit_size": 200}]
+
+    o1, o2 = cls(groups(mine), **OPTIONS[name]), cls(groups(ref), **OPTIONS[name])
+    for step in range(5):
+        for i, (a, b) in enumerate(zip(mine, ref)):
+            if (i + step) % 4 == 3:
+                a.grad = b.grad = None
+                continue
+            g = (rng.standard_normal(a.shape) * 10.0 ** rng.integers(-4, 2, a.shape)).astype(dtype)
+            if i == 7:          # a Fortran-ordered gradient: stepped as a C copy
+                g = np.asfortranarray(g)
+            a.grad, b.grad = g, g.copy(order="K")
+        o1.step()
+        _per_parameter_step(o2)
+    for a, b in zip(mine, ref):
+        np.testing.assert_array_equal(a, b)
+        assert o1.state[a].keys() == o2.state[b].keys()
+        for k, v in o2.state[b].items():
+            assert o1.state[a][k].dtype == v.dtype
+            np.testing.assert_array_equal(o1.state[a][k], v, err_msg=k)
+    assert o1.state[mine[0]]["state1"].dtype == np.uint8
+    assert o1.state[mine[4]]["state1"].dtype == dtype
+
+
+def test_one_kernel_call_per_group_and_dtype(monkeypatch):
+    from nbopt.optim import optim8bit
+
+    calls = []
+    kernels = optim8bit.Q.step8_group_cpu
+
+    def counting(kernel):
+        def call(table, *args):
+            calls.append(len(table))
+            return kernel(table, *args)
+        return call
+
+    monkeypatch.setattr(optim8bit.Q, "step8_group_cpu", tuple(counting(k) for k in kernels))
+    rng = np.random.default_rng(10)
+    f32 = [nbopt.Parameter(rng.standard_normal(s).astype(np.float32))
+           for s in [300] * 40 + [10] * 10]
+    f64 = [nbopt.Parameter(rng.standard_normal(300)) for _ in range(5)]
+    other = [nbopt.Parameter(rng.standard_normal(300).astype(np.float32))]
+    opt = nbopt.Adam8bit([{"params": f32 + f64}, {"params": other}], min_8bit_size=256)
+    for _ in range(2):
+        for p in f32 + f64 + other:
+            p.grad = rng.standard_normal(p.shape).astype(p.dtype)
+        calls.clear()
+        opt.step()
+        assert calls == [50, 5, 1]      # 56 parameters: group 0 float32 and float64, group 1
+    assert opt.state[f32[0]]["state1"].dtype == np.uint8
+    assert opt.state[f32[-1]]["state1"].dtype == np.float32
+
+
+def test_group_chunks_are_block_aligned():
+    table = np.zeros((4, Q.TABLE_COLUMNS), np.int64)
+    table[:, Q.COL_N] = [1000, 0, 70, 600]
+    table[:, Q.COL_QUANT] = [1, 1, 0, 1]
+    chunks = Q.group_chunks(table, 2, 32)
+    # 1000 elements: blocks 0-1, 2-3; 600: blocks 0-1, 2; 70 float elements: 0-32, 32-64, 64-70
+    assert chunks.tolist() == [[0, 0, 2], [0, 2, 4], [2, 0, 32], [2, 32, 64], [2, 64, 70],
+                               [3, 0, 2], [3, 2, 3]]
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_loading_a_live_state_dict_copies_it(name):
+    """The loaded state is the optimizer's own: stepping it (quantized,
+    float state and step counts) leaves the source optimizer alone."""
+    cls8, _, kw = CLASSES[name]
+    ps, opt = _trained(cls8, kw)
+    qs = [nbopt.Parameter(p.copy()) for p in ps]
+    opt2 = cls8(qs, **kw)
+    opt2.load_state_dict(opt.state_dict())
+    for p, q in zip(ps, qs):
+        for k, v in opt.state[p].items():
+            assert k.startswith("qmap") or not np.shares_memory(opt2.state[q][k], v), k
+    for _ in range(2):
+        for p, q in zip(ps, qs):
+            p.grad = np.full(p.shape, 0.3, np.float32)
+            q.grad = p.grad.copy()
+        opt.step()
+        opt2.step()
+    for p, q in zip(ps, qs):
+        np.testing.assert_array_equal(p, q)
+        for k, v in opt.state[p].items():
+            np.testing.assert_array_equal(opt2.state[q][k], v)
+    assert float(opt.state[ps[0]]["step"]) == 5.0
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["parallel", "serial"])
+@pytest.mark.parametrize("name", ["Adam8bit", "SGD8bit"])
+def test_steady_steps_follow_every_change(name, threshold, monkeypatch):
+    """A step that finds nothing changed reuses the last step's tables; each
+    kind of change (gradients written in place or new arrays, a rebound or
+    cleared state entry, a step count edited in place, a skipped parameter,
+    a load, a new group) gives what the per-parameter kernels give."""
+    from nbopt import config
+    from nbopt.optim import optim8bit
+
+    monkeypatch.setattr(config, "PARALLEL_THRESHOLD", threshold)
+    rng = np.random.default_rng(12)
+    values = [rng.standard_normal(s).astype(np.float32) for s in (5000, 300, 70_000, 40)]
+    mine = [nbopt.Parameter(v.copy()) for v in values]
+    ref = [nbopt.Parameter(v.copy()) for v in values]
+    cls = getattr(nbopt, name)
+    o1 = cls(mine, min_8bit_size=256, **OPTIONS[name])
+    o2 = cls(ref, min_8bit_size=256, **OPTIONS[name])
+    for a, b in zip(mine, ref):
+        a.grad, b.grad = np.zeros_like(a), np.zeros_like(b)
+    steady = []
+
+    def both(edit):
+        for a, b in zip(mine, ref):
+            if a.grad is not None and a.grad.shape == a.shape:
+                g = rng.standard_normal(a.shape).astype(np.float32)
+                a.grad[...] = g
+                b.grad[...] = g
+        edit(o1, mine)
+        edit(o2, ref)
+        plan = o1.__dict__.get("_plan8")
+        steady.append(plan is not None and plan.ready(o1))
+        o1.step()
+        _per_parameter_step(o2)
+        for a, b in zip(mine, ref):
+            np.testing.assert_array_equal(a, b)
+            for k, v in o2.state[b].items():
+                np.testing.assert_array_equal(o1.state[a][k], v, err_msg=k)
+
+    def nothing(o, ps):
+        pass
+
+    def new_grads(o, ps):
+        for p in ps:
+            p.grad = p.grad.copy()
+
+    def rebind(o, ps):
+        o.state[ps[0]]["state1"] = o.state[ps[0]]["state1"].copy()
+
+    def clear(o, ps):
+        o.state[ps[1]].clear()
+
+    def step_count(o, ps):
+        o.state[ps[2]]["step"][...] = 10
+
+    def skip(o, ps):
+        ps[3].grad = None
+
+    def unskip(o, ps):
+        ps[3].grad = np.ones(ps[3].shape, np.float32)
+
+    def load(o, ps):
+        o.load_state_dict(o.state_dict())
+
+    def group(o, ps):
+        extra = nbopt.Parameter(np.ones(600, np.float32))
+        extra.grad = np.full(600, 0.5, np.float32)
+        o.add_param_group({"params": [extra]})
+
+    for edit in (nothing, nothing, new_grads, nothing, rebind, nothing, clear, step_count,
+                 nothing, skip, nothing, unskip, load, nothing, group, nothing):
+        both(edit)
+    # which steps found the plan of the step before valid
+    assert steady == [False, True, True, True, False, True, False, True, True, False, True,
+                      False, False, True, False, True]
+    assert isinstance(o1.__dict__["_plan8"], optim8bit._Plan)
+
+
+@pytest.mark.parametrize("steady", [True, False])
+def test_a_bad_option_raises_before_anything_changes(steady):
+    """The scalars of every (group, dtype) are computed before any step
+    count, state or parameter changes, on the general and the steady path."""
+    ps, opt = _trained(nbopt.Adam8bit, {"lr": 1e-2})
+    extra = nbopt.Parameter(np.ones(300, np.float32))
+    opt.add_param_group({"params": [extra], "lr": 1e-2})
+    everything = ps + [extra]
+    for p in everything:
+        p.grad = np.ones(p.shape, np.float32)
+    opt.step()
+    opt.step()
+    if not steady:
+        opt.state[ps[0]]["state1"] = opt.state[ps[0]]["state1"].copy()    # an edit
+    snap = _snapshot(opt, everything)
+    opt.param_groups[1]["lr"] = "fast"
+    with pytest.raises((TypeError, ValueError)):
+        opt.step()
+    _unchanged(opt, everything, snap)
+    opt.param_groups[1]["lr"] = 1e-2
+    opt.step()
+    assert float(opt.state[ps[0]]["step"]) == 6.0 and float(opt.state[extra]["step"]) == 3.0

@@ -40,6 +40,15 @@ WORKLOADS = {
     "1k": (1, 1_000, "float32", False),
     # the float64 kernels on the bandwidth-bound case
     "10M@f64": (1, 10_000_000, "float64", False),
+    # issue 17's small and middle sizes, whose targets are ratios to the
+    # kernel floor (bench_floors.KernelFloor): few and many small arrays ...
+    "10x1k": (10, 1_000, "float32", False),
+    "100x1k": (100, 1_000, "float32", False),
+    # ... and one array that fits in the caches, serial and parallel kernels
+    "30k": (1, 30_000, "float32", False),
+    "100k": (1, 100_000, "float32", False),
+    "300k": (1, 300_000, "float32", False),
+    "1M": (1, 1_000_000, "float32", False),
 }
 
 

@@ -1,17 +1,44 @@
-"""``python -m nbopt bench``: optimizer step time next to torch's and the
-memory-bandwidth floor, measured in one run.
+"""``python -m nbopt bench``: optimizer step time next to two floors, torch's
+modes and the other CPU optimizers installed, measured in one run.
 
 An element-wise step reads the parameter, the gradient and every state array
 and writes the parameter and every state array back (Adam float32: 4 reads +
-3 writes = 28 bytes per element).  The floor is the time a Numba loop with the
-same read/write pattern takes over the same number of elements, measured in
-the same run; the table reports nbopt / floor and torch / nbopt, each next
-to its target ("NO*": out of reach, torch's fastest mode already runs within
-the target ratio of the floor).  The start-up lines time ``import nbopt``
-against ``import numba`` and an algorithm's first step in new processes, cold
-and with Numba's on-disk cache, split into Numba's own start-up and nbopt's.
-``--device cuda`` measures device parameters on a GPU the same way, against a
-CUDA floor kernel and torch's CUDA optimizers (:mod:`nbopt.cli.bench_cuda`).
+3 writes = 28 bytes per element).  Every row reports two floors, measured in
+the same run over one flat array of the row's total size:
+
+* the **bandwidth floor** ("bw floor"): a Numba loop with the step's
+  read/write pattern and next to no arithmetic, what memory allows;
+* the **kernel floor** ("kern floor"): the algorithm's own compiled kernels
+  (its serial build, and its parallel build over one chunk per thread and
+  over ``NBOPT_CHUNK_SIZE`` chunks; the fastest counts) with its default
+  options and warmed-up state: what a perfect engine around the same maths
+  reaches.  sqrt and division make Adam compute-bound while its data sits in
+  cache, so this floor, not the bandwidth one, is the target at small and
+  middle sizes.
+
+The table reports nbopt / each floor and checks the workload's target (issue
+17): one 1k array at most 3 us per step; 10x1k, 100x1k and 1000x1k (separate
+or in an arena) at most 2x, 1.5x and 1.3x the kernel floor; one array of
+30k-1M at most 1.3x the kernel floor; 10M elements and more (1x10M,
+100x100k, 10M float64) at most 1.1x the bandwidth floor.
+
+Contenders, each with its time and nbopt's speedup over it (target >= 1x):
+torch's fastest mode (for-loop, foreach, fused; >= 1x fused, >= 3x the other
+modes), and, when importable, DeepSpeed's CPU optimizers
+(``DeepSpeedCPUAdam`` for Adam and AdamW, ``DeepSpeedCPUAdagrad``; ``pip
+install deepspeed ninja``, run with ``DS_ACCELERATOR=cpu``; the first use
+builds its C++ extension, about two minutes) and optax under ``jax.jit``
+(``pip install optax``: update and apply over the list of arrays, buffers
+donated, float32 unless ``JAX_ENABLE_X64`` is set).  A contender that is not
+installed is left out, with one line saying so; none is a dependency of
+nbopt.  ``NO*`` marks a torch target out of reach: torch's fastest mode
+already runs within the target ratio of the bandwidth floor.
+
+The start-up lines time ``import nbopt`` against ``import numba`` and an
+algorithm's first step in new processes, cold and with Numba's on-disk
+cache, split into Numba's own start-up and nbopt's.  ``--device cuda``
+measures device parameters on a GPU the same way, against a CUDA floor
+kernel and torch's CUDA optimizers (:mod:`nbopt.cli.bench_cuda`).
 """
 from __future__ import annotations
 
@@ -56,7 +83,8 @@ DEFAULT_MATRIX_SIZES = ["100x(1024x1024)"]
 # allocated in one ParameterArena; "@f64": float64; "@newgrads": a new
 # gradient array is assigned to every parameter before each step (the
 # README's loop), instead of gradients written in place.
-DEFAULT_SIZES = ["10M", "100x100k", "1000x1k@arena", "1000x1k", "1k", "10M@f64"]
+DEFAULT_SIZES = ["1k", "10x1k", "100x1k", "1000x1k", "1000x1k@arena", "30k", "100k", "300k",
+                 "1M", "10M", "100x100k", "10M@f64"]
 # --device cuda (nbopt/bench_cuda.py), which runs workload by workload: the
 # two with targets first, so that a run cut short still reports them
 DEFAULT_CUDA_SIZES = ["100M", "1000x100k", "10000x1k", "1000x100k@arena"]
@@ -70,18 +98,35 @@ FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
 TORCH_TARGETS = {"Adafactor": 2.0}
 
 
+# Issue 17's targets.  Fixed cost: one array of at most FIXED_COST_ELEMENTS,
+# microseconds per step.  From BANDWIDTH_ELEMENTS elements on, memory sets the
+# pace: nbopt / bandwidth floor.  Between: nbopt / kernel floor, by total size
+# for separate arrays (10x1k, 100x1k, 1000x1k), SINGLE_TARGET for one array.
+FIXED_COST_ELEMENTS = 1000
+FIXED_COST_US = 3.0
+BANDWIDTH_ELEMENTS = 10_000_000
+BANDWIDTH_TARGET = 1.1
+SINGLE_TARGET = 1.3
+MANY_TARGETS = ((10_000, 2.0), (100_000, 1.5), (None, 1.3))   # (total up to, max ratio)
+
+
 def target(name: str, count: int, each: int, arena: bool, dtype: str) -> tuple[str, float]:
-    """The issue-7 target for a workload: ("floor", max nbopt/floor),
-    ("us", max microseconds per step) or ("none", None)."""
+    """The issue-17 target for a workload: ("us", max microseconds per step),
+    ("kernel", max nbopt / kernel floor), ("bandwidth", max nbopt / bandwidth
+    floor) or ("none", None).  An arena is held to the targets of the same
+    number of separate arrays."""
     if name in TORCH_TARGETS:
         return "none", None
-    if count == 1 and each <= 1000:
-        return "us", 10.0
+    total = count * each
+    if count == 1 and each <= FIXED_COST_ELEMENTS:
+        return "us", FIXED_COST_US
+    if total >= BANDWIDTH_ELEMENTS:
+        return "bandwidth", BANDWIDTH_TARGET
     if count == 1:
-        return "floor", 1.15
-    if each >= 100_000:
-        return "floor", 1.2
-    return "floor", 2.0 if arena else 4.0
+        return "kernel", SINGLE_TARGET
+    for up_to, limit in MANY_TARGETS:
+        if up_to is None or total <= up_to:
+            return "kernel", limit
 
 
 def torch_target(name: str) -> float:
@@ -133,6 +178,251 @@ def _stream_4(p, g, a, b, c):
 
 
 _STREAMS = {1: _stream_1, 2: _stream_2, 3: _stream_3, 4: _stream_4}
+
+
+def bandwidth_floor_call(n_state: int, total: int, dtype):
+    """The bandwidth floor of a step keeping ``n_state`` per-element state
+    arrays over ``total`` elements: a callable running the Numba loop that
+    reads the parameter, the gradient and each state array and writes the
+    parameter and each state array back (:func:`bytes_per_element`), with
+    next to no arithmetic, over flat arrays of its own."""
+    flat = [np.ones(total, dtype) for _ in range(n_state + 2)]
+    flat[1] *= 1e-9
+    stream = _STREAMS[n_state + 1]
+
+    def call():
+        stream(*flat)
+    return call
+
+
+# -- the kernel floor ----------------------------------------------------------------------
+class _Stored(tuple):
+    """Scalar state as the engine hands it to ``AlgorithmSpec.scalars``
+    (``new``): Python floats, with the dtype of torch's 0-d state tensors."""
+
+    dtype = np.float32
+
+
+def _chunk_table(n: int, piece: int) -> np.ndarray:
+    """A kernel's chunk table over one segment of ``n`` elements, in pieces
+    of at most ``piece``."""
+    piece = max(1, int(piece))
+    starts = np.arange(0, max(n, 1), piece, dtype=np.int64)
+    out = np.zeros((len(starts), 3), np.int64)
+    out[:, 1] = starts
+    out[:, 2] = np.minimum(starts + piece, n)
+    return out
+
+
+def _bound(kernel, args: tuple, keep):
+    """``kernel(*args)`` as a callable that keeps ``keep`` (the arrays whose
+    addresses the segment table holds) alive."""
+    def call():
+        kernel(*args)
+    call.keep = keep
+    return call
+
+
+def kernel_floor_calls(name: str, options: dict, values: list, grads: list, dtype: str,
+                       warmup: int = 3) -> dict:
+    """The kernel floor of algorithm ``name`` (an nbopt class name) over the
+    elements of ``values``/``grads`` laid end to end in ONE flat array:
+    ``{variant: callable}``, each callable one step of the algorithm's own
+    compiled kernels (``AlgorithmSpec.cpu``) over one segment, the way the
+    engine calls them: ``kernel(segments, chunks, scalars, *state, *flags)``.
+
+    Variants: ``"serial"``; with parallel kernels allowed (see
+    :func:`nbopt.config.parallel_allowed`), ``"parallel_threads"`` (one chunk
+    per Numba thread) and ``"parallel_chunks"`` (chunks of
+    ``config.CHUNK_SIZE``, when that is another table).  The state starts as
+    the optimizer starts it (``options`` as the optimizer takes them, its
+    defaults for the rest) and has taken ``warmup`` steps, so that it holds
+    ordinary values (no zeros or denormals on special paths); the scalars are
+    those of the next step.  ``{}`` for an algorithm without element-wise
+    kernels (Adafactor, Muon).  Calls modify their own arrays only.
+    """
+    import numba
+
+    import nbopt
+    from nbopt import config
+    from nbopt.parameter import aligned_zeros
+    from nbopt.registry import get
+
+    opt = getattr(nbopt, name)([nbopt.Parameter(np.zeros(1, dtype))], **options)
+    algorithm = getattr(opt, "_algorithm", "")
+    try:
+        spec = get(algorithm) if algorithm else None
+    except KeyError:
+        spec = None
+    if spec is None or not spec.cpu or spec.cpu[0] is None:
+        return {}
+    group, defaults = opt.param_groups[0], opt.defaults
+    total = int(sum(np.size(v) for v in values))
+    p, g = aligned_zeros(total, dtype), aligned_zeros(total, dtype)
+    np.concatenate([np.ravel(v) for v in values], out=p)
+    np.concatenate([np.ravel(x) for x in grads], out=g)
+    state = []
+    for s in spec.state:
+        arr = aligned_zeros(total if s.wanted(group) else 0, dtype)
+        arr.fill(s.initial_value(group, defaults))
+        state.append(arr)
+    stored = _Stored(float(np.float32(s.initial_value(group, defaults)))
+                     for s in spec.scalar_state)
+    flags = tuple(spec.flags(group))
+    seg = np.array([[p.ctypes.data, g.ctypes.data, 0, total]], np.int64)
+
+    def scalar_row(t: float, old: tuple):
+        new = old
+        if spec.advance is not None:
+            new = _Stored(float(np.float32(x)) for x in spec.advance(group, t, old, np.float32))
+        row = spec.scalars(group, t, t == 1.0, old, new)
+        return np.array([row], np.float64).astype(dtype), new
+
+    serial = _chunk_table(total, total)
+    for t in range(1, warmup + 1):
+        table, stored = scalar_row(float(t), stored)
+        spec.cpu[0](seg, serial, table, *state, *flags)
+    table, _ = scalar_row(float(warmup + 1), stored)
+    keep = (p, g, state)
+    calls = {"serial": _bound(spec.cpu[0], (seg, serial, table, *state, *flags), keep)}
+    if config.parallel_allowed():
+        tables = {"parallel_threads": _chunk_table(total, -(-total // numba.get_num_threads()))}
+        by_size = _chunk_table(total, config.CHUNK_SIZE)
+        if not np.array_equal(by_size, tables["parallel_threads"]):
+            tables["parallel_chunks"] = by_size
+        for variant, chunks in tables.items():
+            calls[variant] = _bound(spec.cpu[1], (seg, chunks, table, *state, *flags), keep)
+    return calls
+
+
+# -- optional contenders (never dependencies of nbopt: imported here only) --------------
+# DeepSpeed's CPU optimizers: class name -> (module, class, extra options).
+# torch's defaults where DeepSpeed's differ (AdamW's weight decay, Adagrad's eps).
+DEEPSPEED = {
+    "Adam": ("deepspeed.ops.adam", "DeepSpeedCPUAdam", {"adamw_mode": False,
+                                                        "weight_decay": 0.0}),
+    "AdamW": ("deepspeed.ops.adam", "DeepSpeedCPUAdam", {"adamw_mode": True,
+                                                         "weight_decay": 1e-2}),
+    "Adagrad": ("deepspeed.ops.adagrad", "DeepSpeedCPUAdagrad", {"eps": 1e-10,
+                                                                 "weight_decay": 0.0}),
+}
+
+
+# optax's transformations: class name -> (optax function, options), torch's
+# defaults where optax's differ (AdamW's weight decay, Adagrad's accumulator
+# and eps, RMSprop's decay); SGD takes the bench's momentum.
+OPTAX = {
+    "SGD": ("sgd", {}),
+    "Adam": ("adam", {"b1": 0.9, "b2": 0.999, "eps": 1e-8}),
+    "AdamW": ("adamw", {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}),
+    "Adagrad": ("adagrad", {"initial_accumulator_value": 0.0, "eps": 1e-10}),
+    "Adadelta": ("adadelta", {"rho": 0.9, "eps": 1e-6}),
+    "Adamax": ("adamax", {"b1": 0.9, "b2": 0.999, "eps": 1e-8}),
+    "NAdam": ("nadam", {"b1": 0.9, "b2": 0.999, "eps": 1e-8}),
+    "RAdam": ("radam", {"b1": 0.9, "b2": 0.999, "eps": 1e-8}),
+    "RMSprop": ("rmsprop", {"decay": 0.99, "eps": 1e-8}),
+    "Rprop": ("rprop", {}),
+}
+
+
+def _optax_transform(name: str, options: dict):
+    """The optax transformation for nbopt class ``name`` with the bench's
+    ``options``; None where this optax has no such algorithm."""
+    import optax
+
+    function, extra = OPTAX.get(name, (None, {}))
+    if function is None or not hasattr(optax, function):
+        return None
+    if name == "SGD":
+        extra = {"momentum": options.get("momentum") or None}
+    return getattr(optax, function)(options["lr"], **extra)
+
+
+# What `bench --help` and the "not importable" line name for each contender
+CONTENDER_INSTALL = {"deepspeed": "DS_ACCELERATOR=cpu pip install deepspeed ninja",
+                     "optax": "pip install optax"}
+CONTENDER_NAMES = {"deepspeed": "DeepSpeed CPU " + "/".join(DEEPSPEED),
+                   "optax": "optax (jax.jit)"}
+
+
+def find_contenders(use_torch: bool = True, wanted=None) -> tuple[list, dict]:
+    """The optional contenders importable here, and why each other one is
+    not: ``(["deepspeed", "optax"], {})`` with both installed.  ``wanted``:
+    the contenders to look for (default: all).  DeepSpeed needs torch
+    (``use_torch=False`` leaves it out); it is imported with
+    ``DS_ACCELERATOR=cpu`` unless the environment sets another."""
+    import importlib
+
+    found, missing = [], {}
+    for name in CONTENDER_INSTALL if wanted is None else wanted:
+        if name == "deepspeed" and not use_torch:
+            missing[name] = "--no-torch"
+            continue
+        if name == "deepspeed":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        try:
+            importlib.import_module("deepspeed.ops.adam" if name == "deepspeed" else name)
+        except Exception as error:          # not installed, or broken: never an error here
+            missing[name] = f"{type(error).__name__}: {error}".splitlines()[0][:100]
+        else:
+            found.append(name)
+    return found, missing
+
+
+def deepspeed_step(name: str, options: dict, values: list, grad_sets: list, new_grads: bool):
+    """One step of DeepSpeed's CPU optimizer for ``name`` over torch copies
+    of ``values`` (None where DeepSpeed has no such optimizer, or for
+    float64, which its CPU kernels refuse).  Raises what DeepSpeed raises
+    (its extension does not build, ...)."""
+    if name not in DEEPSPEED or np.dtype(values[0].dtype) == np.float64:
+        return None                         # its CPU kernels take float32 and half types
+    import importlib
+
+    import torch
+
+    module, cls, extra = DEEPSPEED[name]
+    tparams = [torch.nn.Parameter(torch.from_numpy(np.array(v))) for v in values]
+    tgrads = [[torch.from_numpy(g) for g in gs] for gs in grad_sets]
+    for t, g in zip(tparams, tgrads[0]):
+        t.grad = g
+    opt = getattr(importlib.import_module(module), cls)(
+        tparams, lr=options["lr"], **extra)
+    opt.step()                              # builds or loads the extension; checks the dtype
+    return _with_new_grads(opt.step, tparams, tgrads) if new_grads else opt.step
+
+
+def optax_step(name: str, options: dict, values: list, grad_sets: list, new_grads: bool):
+    """One jitted optax step (update, then apply) for ``name`` over jax
+    copies of ``values``, parameters and state donated so that XLA updates
+    them in place, waited for with ``block_until_ready`` (None where optax
+    has no such algorithm, or the dtype is float64 without
+    ``JAX_ENABLE_X64``: jax would compute in float32)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    transform = _optax_transform(name, options)
+    if transform is None:
+        return None
+    if np.dtype(values[0].dtype) == np.float64 and not jax.config.jax_enable_x64:
+        return None
+    params = [jnp.asarray(v) for v in values]
+    jgrads = [[jnp.asarray(g) for g in gs] for gs in grad_sets]
+
+    def update(params, state, grads):
+        updates, state = transform.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    jitted = jax.jit(update, donate_argnums=(0, 1))
+    box = [params, transform.init(params), 0]
+
+    def step():
+        if new_grads:
+            box[2] ^= 1
+        box[0], box[1] = jitted(box[0], box[1], jgrads[box[2]])
+        jax.block_until_ready(box[:2])
+    step()                                  # compiles
+    return step
 
 
 def state_arrays(opt) -> int:
@@ -270,8 +560,16 @@ def adafactor_bytes(matrices: bool) -> int:
 
 def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repeat: int,
               torch_modes: bool, arena: bool = False, new_grads: bool = False,
-              shape: tuple | None = None) -> dict:
-    """``shape``: each parameter's shape (``each`` elements), else 1-D."""
+              shape: tuple | None = None, contenders: tuple = (),
+              kernel_floor: bool = True) -> dict:
+    """One row: nbopt's step, the bandwidth floor (``floor_s``), the kernel
+    floor (``kernel_floor_s``, the fastest of the variants of
+    :func:`kernel_floor_calls`, named by ``kernel_floor_mode``; absent for
+    algorithms without element-wise kernels), torch's modes and the
+    importable ``contenders`` (``"deepspeed"``, ``"optax"``: ``<name>_s``
+    where they have the algorithm; ``contender_errors`` says why one that
+    has it could not run).  ``shape``: each parameter's shape (``each``
+    elements), else 1-D."""
     import nbopt
 
     values, grads = _workload(count, shape or each, dtype)
@@ -300,10 +598,23 @@ def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repea
             np.dtype(dtype).itemsize
     else:
         n_state = state_arrays(opt)
-    flat = [np.ones(total, dtype) for _ in range(n_state + 2)]
-    flat[1] *= 1e-9
-    fns["floor_s"] = lambda: _STREAMS[n_state + 1](*flat)
+    fns["floor_s"] = bandwidth_floor_call(n_state, total, dtype)
     row["bytes_per_element"] = bytes_per_element(n_state, dtype)
+    if kernel_floor:
+        for variant, call in kernel_floor_calls(name, options, values, grads, dtype).items():
+            fns[f"kernel_floor_{variant}_s"] = call
+    errors = {}
+    for contender in contenders:
+        make = {"deepspeed": deepspeed_step, "optax": optax_step}[contender]
+        try:
+            step = make(name, options, values, grad_sets, new_grads)
+        except Exception as error:          # a contender's failure is reported, never raised
+            errors[contender] = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            continue
+        if step is not None:
+            fns[f"{contender}_s"] = step
+    if errors:
+        row["contender_errors"] = errors
 
     if torch_modes:
         import torch
@@ -319,6 +630,11 @@ def bench_one(name: str, options: dict, count: int, each: int, dtype: str, repea
             fns[f"torch_{mode}_s"] = topt.step if not new_grads else _with_new_grads(
                 topt.step, tparams, [[torch.from_numpy(g) for g in gs] for gs in grad_sets])
     row.update(_interleaved_medians(fns, repeat))
+    variants = {k: v for k, v in row.items() if k.startswith("kernel_floor_")}
+    if variants:
+        best = min(variants, key=variants.get)
+        row["kernel_floor_s"] = variants[best]
+        row["kernel_floor_mode"] = best[len("kernel_floor_"):-2]
     return row
 
 
@@ -537,6 +853,11 @@ def _parser() -> Parser:
                              "whether it got there")
     parser.add_argument("--quiet-wait", type=number(0), default=300.0, metavar="SECONDS",
                         help="longest wait of --quiet-check (default: %(default)s)")
+    parser.add_argument("--no-contenders", action="store_true",
+                        help="skip the optional contenders even if importable: DeepSpeed's "
+                             "CPU Adam/AdamW/Adagrad (DS_ACCELERATOR=cpu pip install "
+                             "deepspeed ninja; needs torch) and optax under jax.jit (pip "
+                             "install optax); torch's modes stay (--no-torch)")
     parser.add_argument("--skip-startup", action="store_true",
                         help="skip the import-time and first-step compile measurements "
                              "(CPU only: --device cuda never runs them)")
@@ -552,11 +873,14 @@ def _memory_bytes() -> int | None:
 
 # Arrays a workload allocates per element, counted in parameter-sized arrays:
 # values, gradients and their second set, the parameters, up to 4 state
-# arrays, the floor's up to 6 streams, and torch's copies (parameters and 4
-# state arrays in 3 modes).  An estimate that errs high: a workload beyond
-# the machine's memory is refused before anything is printed, instead of a
-# MemoryError traceback halfway through the table.
-ARRAYS_PER_ELEMENT = 30
+# arrays, the bandwidth floor's up to 6 streams, the kernel floor's up to 6,
+# torch's copies (parameters and 4 state arrays in 3 modes), DeepSpeed's
+# (parameters, 2 gradient sets, 2 state arrays) and optax's (parameters, 2
+# gradient sets, up to 3 state arrays, the jitted step's temporaries).  An
+# estimate that errs high: a workload beyond the machine's memory is refused
+# before anything is printed, instead of a MemoryError traceback halfway
+# through the table.
+ARRAYS_PER_ELEMENT = 48
 
 
 def main(argv=None) -> int:
@@ -617,20 +941,36 @@ def _measure(parser, args, names, workloads, shapes, on_gpu) -> int:
             import torch  # noqa: F401
             torch_modes = True
         except ImportError:
-            print("torch is not importable: reporting nbopt and the floor only")
+            print("torch is not importable: reporting nbopt and the floors only")
+
+    contenders, missing = [], {}
+    if not args.no_contenders:
+        # the contenders that have one of the algorithms measured
+        tables = {"deepspeed": DEEPSPEED, "optax": OPTAX}
+        wanted = [c for c in CONTENDER_INSTALL if any(n in tables[c] for n in names)]
+        if wanted:
+            contenders, missing = find_contenders(torch_modes, wanted)
+    active = list(contenders)
 
     import numba
 
     print(f"nbopt bench: {numba.get_num_threads()} threads (set NUMBA_NUM_THREADS or "
           f"nbopt.set_num_threads)")
+    shown = (["torch (for-loop, foreach, fused)"] if torch_modes else []) + \
+        [CONTENDER_NAMES[c] for c in contenders]
+    print("contenders: " + (", ".join(shown) if shown else "none"))
+    if missing:
+        print("left out: " + "; ".join(
+            f"{c} ({'--no-torch' if why == '--no-torch' else 'not importable: ' + why}; "
+            f"{CONTENDER_INSTALL[c]})" for c, why in missing.items()))
     rows = []
     unreachable = False
-    header = (f"{'algorithm':<10}{'workload':>17}{'dtype':>8}{'nbopt':>12}{'floor':>12}"
-              f"{'nbopt/floor':>12}{'target':>10}")
-    if torch_modes:
-        header += f"{'torch best':>12}{'(mode)':>9}{'torch/nbopt':>12}{'target':>8}"
     if any(n not in MATRIX_ONLY for n in names):
-        print(header)
+        print("bw floor: the step's reads and writes in a Numba loop; kern floor: the "
+              "algorithm's own kernels over one flat array\n(fastest of serial and parallel); "
+              "target: us per step or nbopt / that floor; contenders: time and nbopt's "
+              "speedup\n(target >= 1x, >= 3x torch's non-fused modes)")
+        print(_header(torch_modes, contenders))
     for name in names:
         for (count, each, arena, dtype, new_grads), shape in zip(workloads, shapes):
             dtype = dtype or args.dtype
@@ -643,38 +983,20 @@ def _measure(parser, args, names, workloads, shapes, on_gpu) -> int:
                 print(_muon_line(row), flush=True)
                 continue
             row = bench_one(name, ALGORITHMS[name], count, each, dtype, args.repeat,
-                            torch_modes, arena, new_grads, shape[1] if shape else None)
-            ratio = row["nbopt_s"] / row["floor_s"]
-            kind, limit = target(name, count, each, arena, dtype)
-            if new_grads or kind == "none":
-                # measured, no target (with new gradient arrays: the targets
-                # assume in-place gradients)
-                row["target"], row["target_met"] = None, None
-                goal, verdict = "-", "   "
-            else:
-                met = row["nbopt_s"] * 1e6 <= limit if kind == "us" else ratio <= limit
-                row["target"] = f"<= {limit:g} us" if kind == "us" else f"<= {limit:g}x floor"
-                row["target_met"] = bool(met)
-                goal = f"{limit:g}us" if kind == "us" else f"{limit:g}x"
-                verdict = " ok" if met else " NO"
-            line = (f"{name:<10}{row['workload']:>17}{'f' + dtype[5:]:>8}"
-                    f"{_fmt_time(row['nbopt_s']):>12}{_fmt_time(row['floor_s']):>12}"
-                    f"{ratio:>11.2f}x{goal:>7}{verdict}")
-            if torch_modes:
-                best = min((k for k in row if k.startswith("torch_")), key=row.get)
-                speedup = row[best] / row["nbopt_s"]
-                row["torch_best"] = best[6:-2]
-                row["torch_best_over_floor"] = row[best] / row["floor_s"]
-                verdict = torch_verdict(name, speedup, row["torch_best_over_floor"])
-                row["torch_target_met"] = verdict == "ok"
-                unreachable |= verdict == "NO*"
-                line += (f"{_fmt_time(row[best]):>12}{best[6:-2]:>9}{speedup:>11.2f}x"
-                         f"{torch_target(name):>6g}x {verdict}")
+                            torch_modes, arena, new_grads, shape[1] if shape else None,
+                            tuple(active))
+            judge(row, name, count, each, arena, dtype, new_grads, torch_modes, contenders)
+            unreachable |= row.get("torch_verdict") == "NO*"
             rows.append(row)
-            print(line, flush=True)
+            print(_line(row, torch_modes, contenders), flush=True)
+            # a contender that failed is not tried again (its column stays, with "-")
+            for contender, error in row.get("contender_errors", {}).items():
+                print(f"{contender} failed, left out from here on: {error}", flush=True)
+                active.remove(contender)
     if unreachable:
-        print("NO*: torch's fastest mode itself runs within the target ratio of the floor, so "
-              "the target would need nbopt below the floor (torch_best_over_floor in --json)")
+        print("NO*: torch's fastest mode itself runs within the target ratio of the bandwidth "
+              "floor, so the target would need nbopt below that floor (torch_best_over_floor "
+              "in --json)")
     if not args.skip_startup:
         startup = measure_startup(names[0] if names else "Adam")
         rows.append(startup)
@@ -690,6 +1012,86 @@ def _measure(parser, args, names, workloads, shapes, on_gpu) -> int:
               f"nbopt's share {startup['first_step_cached_nbopt_s']:.3f} s")
     _write_json(args.json, rows)
     return 0
+
+
+_TARGET_TEXT = {"us": "<= {:g} us", "kernel": "<= {:g}x kernel floor",
+                "bandwidth": "<= {:g}x bandwidth floor"}
+_TARGET_SHORT = {"us": "{:g} us", "kernel": "{:g}x kern", "bandwidth": "{:g}x bw"}
+
+
+def judge(row: dict, name: str, count: int, each: int, arena: bool, dtype: str,
+          new_grads: bool, torch_modes: bool = False, contenders=()) -> dict:
+    """Add to a :func:`bench_one` row its ratios and verdicts: nbopt / each
+    floor (``nbopt_over_floor``, ``nbopt_over_kernel_floor``: None without a
+    kernel floor), the workload's target (``target``, ``target_kind``,
+    ``target_met``: None where there is none, as with new gradient arrays
+    every step, which the targets do not assume), torch's best mode and
+    nbopt's speedup over it, and each contender's speedup (``<name>_speedup``,
+    ``<name>_target_met``: >= 1x)."""
+    row["nbopt_over_floor"] = row["nbopt_s"] / row["floor_s"]
+    kernel_floor = row.get("kernel_floor_s")
+    row["nbopt_over_kernel_floor"] = row["nbopt_s"] / kernel_floor if kernel_floor else None
+    kind, limit = target(name, count, each, arena, dtype)
+    value = {"us": row["nbopt_s"] * 1e6, "kernel": row["nbopt_over_kernel_floor"],
+             "bandwidth": row["nbopt_over_floor"]}.get(kind)
+    if new_grads or value is None:
+        row["target"] = row["target_kind"] = row["target_met"] = None
+    else:
+        row["target"] = _TARGET_TEXT[kind].format(limit)
+        row["target_kind"] = kind
+        row["target_met"] = bool(value <= limit)
+        row["target_short"] = _TARGET_SHORT[kind].format(limit)
+    if torch_modes:
+        best = min((k for k in row if k.startswith("torch_") and k.endswith("_s")
+                    and k != "torch_best_s"),
+                   key=row.get)
+        row["torch_best"] = best[6:-2]
+        row["torch_best_s"] = row[best]
+        row["torch_speedup"] = row[best] / row["nbopt_s"]
+        row["torch_best_over_floor"] = row[best] / row["floor_s"]
+        row["torch_verdict"] = torch_verdict(name, row["torch_speedup"],
+                                             row["torch_best_over_floor"])
+        row["torch_target_met"] = row["torch_verdict"] == "ok"
+    for contender in contenders:
+        if f"{contender}_s" in row:
+            row[f"{contender}_speedup"] = row[f"{contender}_s"] / row["nbopt_s"]
+            row[f"{contender}_target_met"] = row[f"{contender}_speedup"] >= 1.0
+    return row
+
+
+def _header(torch_modes: bool, contenders) -> str:
+    line = (f"{'algorithm':<10}{'workload':>16}{'dtype':>6}{'nbopt':>12}{'bw floor':>12}"
+            f"{'kern floor':>12}{'/bw':>8}{'/kern':>8}{'target':>12}   ")
+    if torch_modes:
+        line += f"{'torch best':>12}{'(mode)':>9}{'speedup':>9}{'target':>7}    "
+    for contender in contenders:
+        line += f"{contender:>12}{'speedup':>9}    "
+    return line.rstrip()
+
+
+def _line(row: dict, torch_modes: bool, contenders) -> str:
+    """One table row of a judged :func:`bench_one` row (see :func:`_header`)."""
+    def time(key):
+        return _fmt_time(row[key]).strip() if row.get(key) else "-"
+
+    def ratio(value):
+        return f"{value:.2f}x" if value is not None else "-"
+
+    met = row.get("target_met")
+    line = (f"{row['algorithm']:<10}{row['workload']:>16}{'f' + row['dtype'][5:]:>6}"
+            f"{time('nbopt_s'):>12}{time('floor_s'):>12}{time('kernel_floor_s'):>12}"
+            f"{ratio(row['nbopt_over_floor']):>8}{ratio(row['nbopt_over_kernel_floor']):>8}"
+            f"{row.get('target_short', '-') if met is not None else '-':>12}"
+            f" {'' if met is None else 'ok' if met else 'NO':<2}")
+    if torch_modes:
+        line += (f"{time('torch_best_s'):>12}{row['torch_best']:>9}"
+                 f"{ratio(row['torch_speedup']):>9}{torch_target(row['algorithm']):>6g}x"
+                 f" {row['torch_verdict']:<3}")
+    for contender in contenders:
+        speedup = row.get(f"{contender}_speedup")
+        verdict = "" if speedup is None else "ok" if speedup >= 1.0 else "NO"
+        line += f"{time(contender + '_s'):>12}{ratio(speedup):>9} {verdict:<3}"
+    return line.rstrip()
 
 
 def _runs(name: str, shape) -> bool:

@@ -11,16 +11,22 @@ What is compiled here, with torch's rounding of each element operation:
 * ``lbfgs_gather``: copy every gradient into one flat vector through a
   pointer table (a missing gradient is zeros), fused with ``max|g|``,
   ``sum|g|`` and ``g . v``;
-* ``lbfgs_add``: ``p = p + t d`` into every parameter through the pointer
+* ``lbfgs_add``: ``p = p + t d`` (or ``p = x + t d``, a line-search trial
+  point from its start ``x``) into every parameter through the pointer
   table (``fma(t, d, p)``, as torch's ``add_(d, alpha=t)``), fused with
   ``max|d t|``; the same table copies parameters out and back in for the
   line search;
 * ``lbfgs_memory``: ``y = g - g_prev``, ``s = d t``, ``g_prev = g`` and the
-  dot products ``y . s`` and ``y . y`` in one pass;
+  dot products ``y . s`` and ``y . y`` in one pass, optionally with the
+  two-loop recursion's opening update ``q = -g`` and its ``s . q``;
 * ``lbfgs_pass``: one update of the two-loop recursion (``q = -g``,
   ``q = q - a_i y_i``, ``r = q H``, ``r = r + (a_i - b_i) s_i``) fused with
   the dot product the next update needs, so each update streams the vectors
   once (torch: an ``add_``, then a ``dot`` that reads the result again);
+* ``lbfgs_two_loop``: the whole recursion in one call, the same updates
+  (``_recursion_block``, shared with ``lbfgs_pass``) over the history
+  reached through an int64 address table, the scalars between them computed
+  in the compiled loop (with the host loop's roundings: the same bits);
 * ``lbfgs_stats``: ``max|x|`` and ``sum|x|`` of a flat vector.
 
 Dot products and sums are accumulated per block of ``BLOCK`` elements in
@@ -55,11 +61,12 @@ from .. import config
 from ._common import CudaKernel, addr_to_ptr, cpu_kernels, fma
 
 __all__ = ["BLOCK", "LANES", "lbfgs_gather_cpu", "lbfgs_add_cpu", "lbfgs_copy_cpu",
-           "lbfgs_memory_cpu", "lbfgs_pass_cpu", "lbfgs_stats_cpu", "table_chunks", "pick",
-           "MODE_NEG", "MODE_AXPY", "MODE_AXPY_SCALE", "MODE_NEG_SCALE", "running_max",
-           "step_element", "memory_element", "recursion_element", "lbfgs_gather_cuda",
-           "lbfgs_add_cuda", "lbfgs_copy_cuda", "lbfgs_memory_cuda", "lbfgs_pass_cuda",
-           "lbfgs_stats_cuda", "lbfgs_lanes_cuda", "lbfgs_permute_cuda", "CUDA_KERNELS"]
+           "lbfgs_memory_cpu", "lbfgs_pass_cpu", "lbfgs_two_loop_cpu", "lbfgs_stats_cpu",
+           "table_chunks", "pick", "MODE_NEG", "MODE_AXPY", "MODE_AXPY_SCALE", "MODE_NEG_SCALE",
+           "running_max", "step_element", "memory_element", "recursion_element",
+           "lbfgs_gather_cuda", "lbfgs_add_cuda", "lbfgs_copy_cuda", "lbfgs_memory_cuda",
+           "lbfgs_pass_cuda", "lbfgs_stats_cuda", "lbfgs_lanes_cuda", "lbfgs_permute_cuda",
+           "CUDA_KERNELS"]
 
 # bound when a CUDA kernel compiles (LbfgsCudaKernel.get): importing this
 # module never imports numba.cuda
@@ -204,11 +211,17 @@ def lbfgs_gather(table, chunks, out, v, stats):
 lbfgs_gather_cpu = cpu_kernels(lbfgs_gather)
 
 
-def lbfgs_add(table, chunks, t, d):
+def lbfgs_add(table, chunks, t, d, x):
     """``p = p + t d`` for every parameter of the pointer table (torch's
-    ``p.add_(d, alpha=t)``: one fused multiply-add); returns ``max|d t|``."""
+    ``p.add_(d, alpha=t)``: one fused multiply-add); returns ``max|d t|``.
+
+    With ``x`` not empty (a flat vector): ``p = x + t d``, the bits of
+    copying ``x`` into the parameters and then adding (the line search's
+    trial points, one pass instead of two).
+    """
     nc = chunks.shape[0]
     part = np.zeros(nc)
+    from_x = x.size != 0
     for c in prange(nc):
         r = chunks[c, 0]
         lo, hi = chunks[c, 1], chunks[c, 2]
@@ -218,9 +231,15 @@ def lbfgs_add(table, chunks, t, d):
             c1 = min(c0 + LANES, hi)
             p = carray(addr_to_ptr(addr, d), size)[c0:c1]
             ds = d[off + c0:off + c1]
-            for i in range(c1 - c0):
-                p[i], a = _step_element(p[i], ds[i], t)
-                acc_max[i] = _running_max(acc_max[i], a)
+            if from_x:
+                xs = x[off + c0:off + c1]
+                for i in range(c1 - c0):
+                    p[i], a = _step_element(xs[i], ds[i], t)
+                    acc_max[i] = _running_max(acc_max[i], a)
+            else:
+                for i in range(c1 - c0):
+                    p[i], a = _step_element(p[i], ds[i], t)
+                    acc_max[i] = _running_max(acc_max[i], a)
         part[c] = _nanmax(acc_max)
     if nc == 0:
         return 0.0
@@ -250,38 +269,117 @@ def lbfgs_copy(table, chunks, flat, to_params):
 lbfgs_copy_cpu = cpu_kernels(lbfgs_copy)
 
 
-def lbfgs_memory(g, prev, d, t, y, s):
-    """``y = g - prev``, ``s = d t``, then ``prev = g``; returns ``(y . s, y . y)``."""
+def lbfgs_memory(g, prev, d, t, y, s, q):
+    """``y = g - prev``, ``s = d t``, then ``prev = g``; returns ``(y . s, y . y,
+    s . q)``.
+
+    With ``q`` not empty it also does the two-loop recursion's opening update
+    for the new pair, ``q = -g``, and ``s . q`` is its dot product (the bits
+    of ``lbfgs_pass(q, g, 0, 1, s, MODE_NEG)``, one pass fewer); otherwise
+    ``s . q`` is 0.
+    """
     n = g.size
     nb = (n + BLOCK - 1) // BLOCK
-    part = np.zeros((nb, 2))
+    part = np.zeros((nb, 3))
+    has_q = q.size != 0
     for b in prange(nb):
         lo = b * BLOCK
         hi = min(lo + BLOCK, n)
         acc_ys = np.zeros(LANES, g.dtype)
         acc_yy = np.zeros(LANES, g.dtype)
+        acc_sq = np.zeros(LANES, g.dtype)
         for c0 in range(lo, hi, LANES):
             c1 = min(c0 + LANES, hi)
             gs, ps, dsb = g[c0:c1], prev[c0:c1], d[c0:c1]
             ys, ss = y[c0:c1], s[c0:c1]
-            for i in range(c1 - c0):
-                yi, si = _memory_element(gs[i], ps[i], dsb[i], t)
-                ys[i] = yi
-                ss[i] = si
-                ps[i] = gs[i]
-                acc_ys[i] += yi * si
-                acc_yy[i] += yi * yi
+            if has_q:
+                qs = q[c0:c1]
+                for i in range(c1 - c0):
+                    yi, si = _memory_element(gs[i], ps[i], dsb[i], t)
+                    ys[i] = yi
+                    ss[i] = si
+                    r = _recursion_element(qs[i], gs[i], t, t, MODE_NEG)
+                    qs[i] = r
+                    ps[i] = gs[i]
+                    acc_ys[i] += yi * si
+                    acc_yy[i] += yi * yi
+                    acc_sq[i] += si * r
+            else:
+                for i in range(c1 - c0):
+                    yi, si = _memory_element(gs[i], ps[i], dsb[i], t)
+                    ys[i] = yi
+                    ss[i] = si
+                    ps[i] = gs[i]
+                    acc_ys[i] += yi * si
+                    acc_yy[i] += yi * yi
         part[b, 0] = _lane_sum(acc_ys)
         part[b, 1] = _lane_sum(acc_yy)
+        part[b, 2] = _lane_sum(acc_sq)
     ys_total = 0.0
     yy_total = 0.0
+    sq_total = 0.0
     for b in range(nb):
         ys_total += part[b, 0]
         yy_total += part[b, 1]
-    return ys_total, yy_total
+        sq_total += part[b, 2]
+    return ys_total, yy_total, sq_total
 
 
 lbfgs_memory_cpu = cpu_kernels(lbfgs_memory)
+
+
+@njit(**_JIT)
+def _recursion_block(x, u, a, h, v, mode, has_v, lo, hi):
+    """Elements ``lo:hi`` (one block) of a two-loop update (see :func:`lbfgs_pass`)
+    and, with ``has_v``, their lane sum of ``v . x`` after it (else 0).
+
+    The one loop of every update, :func:`lbfgs_pass`'s and
+    :func:`lbfgs_two_loop`'s, so that both give the same bits.
+    """
+    acc = np.zeros(LANES, x.dtype)
+    for c0 in range(lo, hi, LANES):
+        c1 = min(c0 + LANES, hi)
+        xs, us = x[c0:c1], u[c0:c1]
+        # one loop per (mode, dot): a branch inside the loop would stop
+        # LLVM from vectorising it
+        if has_v:
+            vs = v[c0:c1]
+            if mode == 0:
+                for i in range(c1 - c0):
+                    r = _recursion_element(xs[i], us[i], a, h, 0)
+                    xs[i] = r
+                    acc[i] += vs[i] * r
+            elif mode == 1:
+                for i in range(c1 - c0):
+                    r = _recursion_element(xs[i], us[i], a, h, 1)
+                    xs[i] = r
+                    acc[i] += vs[i] * r
+            elif mode == 2:
+                for i in range(c1 - c0):
+                    r = _recursion_element(xs[i], us[i], a, h, 2)
+                    xs[i] = r
+                    acc[i] += vs[i] * r
+            else:
+                for i in range(c1 - c0):
+                    r = _recursion_element(xs[i], us[i], a, h, 3)
+                    xs[i] = r
+                    acc[i] += vs[i] * r
+        else:
+            if mode == 0:
+                for i in range(c1 - c0):
+                    xs[i] = _recursion_element(xs[i], us[i], a, h, 0)
+            elif mode == 1:
+                for i in range(c1 - c0):
+                    xs[i] = _recursion_element(xs[i], us[i], a, h, 1)
+            elif mode == 2:
+                for i in range(c1 - c0):
+                    xs[i] = _recursion_element(xs[i], us[i], a, h, 2)
+            else:
+                for i in range(c1 - c0):
+                    xs[i] = _recursion_element(xs[i], us[i], a, h, 3)
+    if has_v:
+        return _lane_sum(acc)
+    return 0.0
 
 
 def lbfgs_pass(x, u, a, h, v, mode):
@@ -297,49 +395,7 @@ def lbfgs_pass(x, u, a, h, v, mode):
     has_v = v.size != 0
     for b in prange(nb):
         lo = b * BLOCK
-        hi = min(lo + BLOCK, n)
-        acc = np.zeros(LANES, x.dtype)
-        for c0 in range(lo, hi, LANES):
-            c1 = min(c0 + LANES, hi)
-            xs, us = x[c0:c1], u[c0:c1]
-            # one loop per (mode, dot): a branch inside the loop would stop
-            # LLVM from vectorising it
-            if has_v:
-                vs = v[c0:c1]
-                if mode == 0:
-                    for i in range(c1 - c0):
-                        r = _recursion_element(xs[i], us[i], a, h, 0)
-                        xs[i] = r
-                        acc[i] += vs[i] * r
-                elif mode == 1:
-                    for i in range(c1 - c0):
-                        r = _recursion_element(xs[i], us[i], a, h, 1)
-                        xs[i] = r
-                        acc[i] += vs[i] * r
-                elif mode == 2:
-                    for i in range(c1 - c0):
-                        r = _recursion_element(xs[i], us[i], a, h, 2)
-                        xs[i] = r
-                        acc[i] += vs[i] * r
-                else:
-                    for i in range(c1 - c0):
-                        r = _recursion_element(xs[i], us[i], a, h, 3)
-                        xs[i] = r
-                        acc[i] += vs[i] * r
-            else:
-                if mode == 0:
-                    for i in range(c1 - c0):
-                        xs[i] = _recursion_element(xs[i], us[i], a, h, 0)
-                elif mode == 1:
-                    for i in range(c1 - c0):
-                        xs[i] = _recursion_element(xs[i], us[i], a, h, 1)
-                elif mode == 2:
-                    for i in range(c1 - c0):
-                        xs[i] = _recursion_element(xs[i], us[i], a, h, 2)
-                else:
-                    for i in range(c1 - c0):
-                        xs[i] = _recursion_element(xs[i], us[i], a, h, 3)
-        part[b] = _lane_sum(acc)
+        part[b] = _recursion_block(x, u, a, h, v, mode, has_v, lo, min(lo + BLOCK, n))
     total = 0.0
     for b in range(nb):
         total += part[b]
@@ -347,6 +403,82 @@ def lbfgs_pass(x, u, a, h, v, mode):
 
 
 lbfgs_pass_cpu = cpu_kernels(lbfgs_pass)
+
+
+def lbfgs_two_loop(q, g, hist, ro, al, h, first, has_first):
+    """The whole two-loop recursion in one call: ``q`` becomes the direction
+    ``d``; returns ``g . d``.
+
+    ``hist`` is the int64 ``(m, 2)`` address table of the history, oldest
+    pair first: row ``i`` holds the addresses of ``y_i`` (``old_dirs[i]``)
+    and ``s_i`` (``old_stps[i]``), C-contiguous vectors of ``q``'s size and
+    dtype.  ``ro`` holds the ``m`` values ``1 / (y_i . s_i)`` and ``al``
+    receives the ``m`` values ``alpha_i``, both in ``q``'s dtype; ``h`` is
+    ``H_diag`` in that dtype.  With ``has_first`` the opening update
+    (``q = -g`` and ``s_{m-1} . q``, whose float64 total is ``first``) is
+    already done (:func:`lbfgs_memory` fuses it into the memory update).
+
+    The updates are :func:`lbfgs_pass`'s, in the order and with the scalars
+    of the per-update loop of :class:`nbopt.optim.lbfgs.LBFGS` (each dot
+    product's float64 total rounded to the dtype, then multiplied by ``ro_i``
+    in the dtype), so the bits are that loop's; only the Python between the
+    updates is gone.  ``m = 0``: ``q = (-g) h`` and ``g . q``.
+    """
+    n = q.size
+    m = hist.shape[0]
+    nb = (n + BLOCK - 1) // BLOCK
+    part = np.zeros(nb)
+    zero = zero_of(q)
+    scalar = np.empty(1, q.dtype)   # a float64 total rounded to the dtype
+    total = first
+    for step in range(2 * m + 1):
+        # which update: the opening one (q = -g, or q = (-g) h without
+        # history), the first loop (i = m-1 .. 0: q = q - alpha_i y_i, the
+        # last one times h) or the second (i = 0 .. m-1: q = q + (alpha_i -
+        # beta_i) s_i), and the vector v whose dot product with q comes next
+        if step == 0:
+            if has_first:
+                continue
+            a = zero
+            u = g
+            if m == 0:
+                v = g
+                mode = MODE_NEG_SCALE
+            else:
+                v = carray(addr_to_ptr(hist[m - 1, 1], q), n)
+                mode = MODE_NEG
+        elif step <= m:
+            i = m - step
+            al[i] = total
+            al[i] = al[i] * ro[i]
+            a = -al[i]
+            u = carray(addr_to_ptr(hist[i, 0], q), n)
+            if i > 0:
+                v = carray(addr_to_ptr(hist[i - 1, 1], q), n)
+                mode = MODE_AXPY
+            else:
+                v = u
+                mode = MODE_AXPY_SCALE
+        else:
+            i = step - m - 1
+            scalar[0] = total
+            a = al[i] - scalar[0] * ro[i]
+            u = carray(addr_to_ptr(hist[i, 1], q), n)
+            if i + 1 < m:
+                v = carray(addr_to_ptr(hist[i + 1, 0], q), n)
+            else:
+                v = g
+            mode = MODE_AXPY
+        for b in prange(nb):
+            lo = b * BLOCK
+            part[b] = _recursion_block(q, u, a, h, v, mode, True, lo, min(lo + BLOCK, n))
+        total = 0.0
+        for b in range(nb):
+            total += part[b]
+    return total
+
+
+lbfgs_two_loop_cpu = cpu_kernels(lbfgs_two_loop)
 
 
 def lbfgs_stats(x):

@@ -39,27 +39,38 @@ The step kernels decode a block, run the 32-bit algorithm's own element
 function on it (the same function ``nbopt.Adam`` etc. run, so the arithmetic
 is theirs), keep the new moments in a per-thread block buffer while taking
 the block's new absmax, then encode the block: one pass over the parameter,
-gradient and quantized state.  The parallel build runs over chunks of blocks;
-small parameters run the serial build (``config.PARALLEL_THRESHOLD``).
+gradient and quantized state.
+
+The optimizers call :data:`step8_group_cpu` once per (param group, dtype): it
+reads a step table of the parameters' addresses and a chunk table cut on
+block boundaries (:func:`group_chunks`), quantized and float-state parameters
+in one call, serial below ``config.PARALLEL_THRESHOLD`` elements, parallel
+above.  :func:`step8_loop` (one parameter) is the reference it is tested
+against.  :data:`step8_cuda` is the same step as a CUDA kernel over a table of
+device addresses (see its section below): the same element functions, the
+same encoder, and the block absmax as an integer maximum of float32 bits, so
+its results are the CPU kernels' bit for bit.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import carray, prange
 
-from ._common import _jit, bits_float32, cpu_kernels, float32_bits
-from .adam import _adam_element
-from .adagrad import _adagrad_element
-from .rmsprop import _rmsprop_element
-from .sgd import _sgd_element
+from ._common import CudaKernel, _jit, addr_to_ptr, bits_float32, cpu_kernels, float32_bits
+from .adam import _adam_element, adam_update
+from .adagrad import _adagrad_element, adagrad_update
+from .rmsprop import _rmsprop_element, rmsprop_update
+from .rmsprop import _sqrt as _rmsprop_sqrt
+from .sgd import _sgd_element, sgd_update
 
 __all__ = ["BLOCKSIZE", "create_dynamic_map", "quantize_blockwise", "dequantize_blockwise",
-           "n_blocks", "ADAM", "MOMENTUM", "RMSPROP", "ADAGRAD"]
+           "n_blocks", "ADAM", "MOMENTUM", "RMSPROP", "ADAGRAD", "group_chunks",
+           "step8_group_cpu", "step8_cuda"]
 
 #: Elements per quantization block (bitsandbytes' optimizers use 256).
 BLOCKSIZE = 256
 #: Blocks per unit of parallel work.
-_BLOCKS_PER_CHUNK = 64
+BLOCKS_PER_CHUNK = 64
 
 # algorithm ids of the step kernels
 ADAM, MOMENTUM, RMSPROP, ADAGRAD = 0, 1, 2, 3
@@ -240,63 +251,75 @@ def dequantize_blockwise(q, absmax, qmap, blocksize: int = BLOCKSIZE, dtype=np.f
     return out.reshape(q.shape).astype(dtype, copy=False)
 
 
-def step8_loop(param, grad, q1, a1, map1, mids1, lut1, q2, a2, map2, mids2, lut2, sc,
-               algo, two, f0, f1, f2, pos1, pos2, blocksize):
-    """One step of a parameter whose state is quantized: ``param`` and
-    ``grad`` flat, ``q1``/``a1`` (and ``q2``/``a2`` when ``two``) its codes and
-    block absmax, ``sc`` the scalar row in the parameter dtype; ``f0..f2`` the
-    algorithm's flags (see the API classes' ``_flags``).
+def _step_blocks_py(param, grad, q1, a1, map1, mids1, lut1, q2, a2, map2, mids2, lut2, sc,
+                    algo, two, f0, f1, f2, pos1, pos2, blocksize, b_lo, b_hi):
+    """Blocks ``b_lo`` to ``b_hi`` of one parameter whose state is quantized:
+    ``param`` and ``grad`` flat, ``q1``/``a1`` (and ``q2``/``a2`` when
+    ``two``) its codes and block absmax, ``sc`` the scalar row in the
+    parameter dtype; ``f0..f2`` the algorithm's flags (see the API classes'
+    ``_flags``).  One unit of work of every CPU step kernel.
 
     Per block: decode into two block buffers (a gather), run the algorithm's
     element function over parameter, gradient and buffers (indexed from 0,
     one loop per algorithm: LLVM vectorises them), take the new absmax, encode."""
     n = param.shape[0]
-    nb = a1.shape[0]
     one = sc[N_SCALARS - 1]
     zero = one - one
-    n_chunks = (nb + _BLOCKS_PER_CHUNK - 1) // _BLOCKS_PER_CHUNK
-    for c in prange(n_chunks):
-        buf1 = np.empty(blocksize, param.dtype)
-        buf2 = np.empty(blocksize, param.dtype)
-        for b in range(c * _BLOCKS_PER_CHUNK, min(nb, (c + 1) * _BLOCKS_PER_CHUNK)):
-            lo = b * blocksize
-            hi = min(n, lo + blocksize)
-            m = hi - lo
-            pv = param[lo:hi]
-            gv = grad[lo:hi]
-            s1 = buf1[:m]
-            s2 = buf2[:m]
-            am1 = a1[b] * one
-            c1 = q1[lo:hi]
+    buf1 = np.empty(blocksize, param.dtype)
+    buf2 = np.empty(blocksize, param.dtype)
+    for b in range(b_lo, b_hi):
+        lo = b * blocksize
+        hi = min(n, lo + blocksize)
+        m = hi - lo
+        pv = param[lo:hi]
+        gv = grad[lo:hi]
+        s1 = buf1[:m]
+        s2 = buf2[:m]
+        am1 = a1[b] * one
+        c1 = q1[lo:hi]
+        for i in range(m):
+            s1[i] = map1[c1[i]] * am1
+        if two:
+            am2 = a2[b] * one
+            c2 = q2[lo:hi]
             for i in range(m):
-                s1[i] = map1[c1[i]] * am1
-            if two:
-                am2 = a2[b] * one
-                c2 = q2[lo:hi]
-                for i in range(m):
-                    s2[i] = map2[c2[i]] * am2
-            if algo == 0:
-                for i in range(m):
-                    pv[i], s1[i], s2[i], _ = _adam_element(
-                        pv[i], gv[i], s1[i], s2[i], s2[i], sc[0], sc[1], sc[2], sc[3], sc[4],
-                        sc[5], sc[6], sc[7], False, f0, f1, f2)
-            elif algo == 1:
-                first = sc[4] != zero
-                for i in range(m):
-                    pv[i], s1[i] = _sgd_element(pv[i], gv[i], s1[i], sc[0], sc[1], sc[2], sc[3],
-                                                first, f0, f1, True, f2)
-            elif algo == 2:
-                for i in range(m):
-                    pv[i], s1[i], _, _ = _rmsprop_element(
-                        pv[i], gv[i], s1[i], s1[i], s1[i], sc[0], sc[1], sc[2], sc[3], sc[4],
-                        sc[5], f0, f1, False, False)
-            else:
-                for i in range(m):
-                    pv[i], s1[i] = _adagrad_element(pv[i], gv[i], s1[i], sc[0], sc[1], sc[2],
-                                                    f0, f1)
-            _store_block(s1, c1, a1, mids1, lut1, b, zero, pos1)
-            if two:
-                _store_block(s2, q2[lo:hi], a2, mids2, lut2, b, zero, pos2)
+                s2[i] = map2[c2[i]] * am2
+        if algo == 0:
+            for i in range(m):
+                pv[i], s1[i], s2[i], _ = _adam_element(
+                    pv[i], gv[i], s1[i], s2[i], s2[i], sc[0], sc[1], sc[2], sc[3], sc[4],
+                    sc[5], sc[6], sc[7], False, f0, f1, f2)
+        elif algo == 1:
+            first = sc[4] != zero
+            for i in range(m):
+                pv[i], s1[i] = _sgd_element(pv[i], gv[i], s1[i], sc[0], sc[1], sc[2], sc[3],
+                                            first, f0, f1, True, f2)
+        elif algo == 2:
+            for i in range(m):
+                pv[i], s1[i], _, _ = _rmsprop_element(
+                    pv[i], gv[i], s1[i], s1[i], s1[i], sc[0], sc[1], sc[2], sc[3], sc[4],
+                    sc[5], f0, f1, False, False)
+        else:
+            for i in range(m):
+                pv[i], s1[i] = _adagrad_element(pv[i], gv[i], s1[i], sc[0], sc[1], sc[2],
+                                                f0, f1)
+        _store_block(s1, c1, a1, mids1, lut1, b, zero, pos1)
+        if two:
+            _store_block(s2, q2[lo:hi], a2, mids2, lut2, b, zero, pos2)
+
+
+def step8_loop(param, grad, q1, a1, map1, mids1, lut1, q2, a2, map2, mids2, lut2, sc,
+               algo, two, f0, f1, f2, pos1, pos2, blocksize):
+    """One step of one parameter whose state is quantized (arguments as
+    :func:`_step_blocks_py`'s), in chunks of ``BLOCKS_PER_CHUNK`` blocks.
+    The optimizers step a whole group with :func:`step8_group_loop`; this
+    per-parameter form is the reference it is tested against."""
+    nb = a1.shape[0]
+    n_chunks = (nb + BLOCKS_PER_CHUNK - 1) // BLOCKS_PER_CHUNK
+    for c in prange(n_chunks):
+        _step_blocks(param, grad, q1, a1, map1, mids1, lut1, q2, a2, map2, mids2, lut2, sc,
+                     algo, two, f0, f1, f2, pos1, pos2, blocksize, c * BLOCKS_PER_CHUNK,
+                     min(nb, (c + 1) * BLOCKS_PER_CHUNK))
 
 
 def _store_block_py(buf, q, a, mids, lut, b, zero, positive):
@@ -359,5 +382,261 @@ def step32_loop(param, grad, s1, s2, sc, algo, two, f0, f1, f2):
             s2[i] = v
 
 
+_step_blocks = _jit(_step_blocks_py)
 step8_cpu = cpu_kernels(step8_loop)
 step32_cpu = _jit(step32_loop)
+
+
+# --------------------------------------------------------------------------
+# One call per (param group, dtype): a step table.
+#
+# Row r of an int64 table describes one parameter: the addresses of its
+# parameter, gradient and state arrays (0 where it has none), its size, the
+# row of the scalar table its step count selects, and whether its state is
+# quantized.  A chunk table ``(row, lo, hi)`` cuts the work: blocks ``lo`` to
+# ``hi`` of a quantized parameter (so that one thread encodes each block of
+# 256), elements ``lo`` to ``hi`` of a float-state one.
+
+COL_PARAM, COL_GRAD, COL_S1, COL_A1, COL_S2, COL_A2, COL_N, COL_ROW, COL_QUANT = range(9)
+TABLE_COLUMNS = 9
+
+
+def group_chunks(table: np.ndarray, blocks_per_chunk: int, elements_per_chunk: int):
+    """The chunk table of step table ``table``: quantized rows cut into
+    chunks of ``blocks_per_chunk`` blocks, float rows into chunks of
+    ``elements_per_chunk`` elements (an empty parameter has none)."""
+    n = table[:, COL_N]
+    quant = table[:, COL_QUANT] != 0
+    units = np.where(quant, (n + BLOCKSIZE - 1) // BLOCKSIZE, n)
+    per = np.where(quant, int(blocks_per_chunk), int(elements_per_chunk))
+    counts = -(-units // per)
+    rows = np.repeat(np.arange(len(table), dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    k = np.arange(len(rows), dtype=np.int64) - np.repeat(first, counts)
+    chunks = np.empty((len(rows), 3), np.int64)
+    chunks[:, 0] = rows
+    chunks[:, 1] = k * per[rows]
+    chunks[:, 2] = np.minimum(chunks[:, 1] + per[rows], units[rows])
+    return chunks
+
+
+def step8_group_loop(table, chunks, scalars, like, map1, mids1, lut1, map2, mids2, lut2,
+                     algo, two, f0, f1, f2, pos1, pos2, blocksize):
+    """One step of the parameters of step table ``table`` (one param group,
+    one dtype: ``like``'s), quantized and float-state ones alike, over the
+    chunks of ``chunks``; ``scalars`` holds one scalar row per step count.
+    Each chunk runs exactly what :func:`step8_loop` (the per-parameter
+    kernel) and :func:`step32_loop` run on it: bit for bit their result."""
+    for c in prange(chunks.shape[0]):
+        r = chunks[c, 0]
+        lo = chunks[c, 1]
+        hi = chunks[c, 2]
+        n = table[r, COL_N]
+        n2 = n if two else 0
+        param = carray(addr_to_ptr(table[r, COL_PARAM], like), n)
+        grad = carray(addr_to_ptr(table[r, COL_GRAD], like), n)
+        sc = scalars[table[r, COL_ROW]]
+        if table[r, COL_QUANT] != 0:
+            nb = (n + blocksize - 1) // blocksize
+            q1 = carray(addr_to_ptr(table[r, COL_S1], lut1), n)
+            a1 = carray(addr_to_ptr(table[r, COL_A1], map1), nb)
+            q2 = carray(addr_to_ptr(table[r, COL_S2], lut1), n2)
+            a2 = carray(addr_to_ptr(table[r, COL_A2], map1), nb if two else 0)
+            _step_blocks(param, grad, q1, a1, map1, mids1, lut1, q2, a2, map2, mids2, lut2, sc,
+                         algo, two, f0, f1, f2, pos1, pos2, blocksize, lo, hi)
+        else:
+            s1 = carray(addr_to_ptr(table[r, COL_S1], like), n)
+            s2 = carray(addr_to_ptr(table[r, COL_S2], like), n2)
+            step32_cpu(param[lo:hi], grad[lo:hi], s1[lo:hi], s2[min(lo, n2):min(hi, n2)], sc,
+                       algo, two, f0, f1, f2)
+
+
+step8_group_cpu = cpu_kernels(step8_group_loop)
+
+
+def _next_steps(addresses, out):
+    """The next count of each float32 step count at ``addresses``, as
+    doubles, into ``out`` (torch's float32 ``step += 1``: exact below 2**24,
+    rounded to float32 above), changing nothing: the host loop of a steady
+    step, which writes them with :func:`_write_steps` once nothing can fail."""
+    like = np.empty(0, np.float32)
+    for i in range(addresses.shape[0]):
+        step = carray(addr_to_ptr(addresses[i], like), 1)
+        t = np.float64(step[0]) + 1.0
+        if t > 16777216.0:
+            t = np.float64(np.float32(t))
+        out[i] = t
+
+
+def _write_steps(addresses, counts):
+    like = np.empty(0, np.float32)
+    for i in range(addresses.shape[0]):
+        carray(addr_to_ptr(addresses[i], like), 1)[0] = np.float32(counts[i])
+
+
+next_steps = _jit(_next_steps)
+write_steps = _jit(_write_steps)
+
+
+# --------------------------------------------------------------------------
+# CUDA: the same step on device parameters (nbopt.optim._optim8bit_cuda), one
+# launch per (param group, device, dtype) over a step table of device
+# addresses.  A CUDA block takes a chunk of quantization blocks and works on
+# one block of 256 at a time, its threads striding over the block's elements:
+# each decodes its elements, runs the same element function as the CPU
+# kernel, writes the parameter and keeps the new moments, rounded to float32
+# (all that the encoder reads, on the CPU too), in shared memory; a
+# shared-memory maximum over the threads' float32 bit patterns gives the
+# block's absmax (an integer maximum: exact, whatever the order, so the
+# absmax is the CPU kernel's bit for bit); then each thread encodes its
+# elements with the CPU's nearest-code rule and tables.
+
+cuda = device_ptr = device_carray = f32_bits = bits_f32 = None   # bound at CUDA compile
+
+#: Most threads a CUDA block of the step kernel may have.
+MAX_CUDA_THREADS = BLOCKSIZE
+
+
+def _cuda_update(p, g, m, v, scalars, k, algo, f0, f1, f2, zero):
+    """One element of the algorithm ``algo`` (the element functions of the
+    CPU kernels), scalars from row ``k``: returns ``(p, m, v)``."""
+    if algo == 0:
+        p, m, v, _ = adam_update(p, g, m, v, v, scalars[k, 0], scalars[k, 1], scalars[k, 2],
+                                 scalars[k, 3], scalars[k, 4], scalars[k, 5], scalars[k, 6],
+                                 scalars[k, 7], False, f0, f1, f2)
+    elif algo == 1:
+        p, m = sgd_update(p, g, m, scalars[k, 0], scalars[k, 1], scalars[k, 2], scalars[k, 3],
+                          scalars[k, 4] != zero, f0, f1, True, f2)
+    elif algo == 2:
+        p, m, _, _ = rmsprop_update(p, g, m, m, m, scalars[k, 0], scalars[k, 1], scalars[k, 2],
+                                    scalars[k, 3], scalars[k, 4], scalars[k, 5], f0, f1, False,
+                                    False)
+    else:
+        p, m = adagrad_update(p, g, m, scalars[k, 0], scalars[k, 1], scalars[k, 2], f0, f1)
+    return p, m, v
+
+
+def _cuda_absmax(top):
+    """``(absmax, 1 / absmax)`` of a block whose largest ``|x|`` has the
+    float32 bits ``top`` (:func:`_store_block_py`'s rule: NaN for a NaN or
+    infinite moment, inverse 0 for a block of zeros)."""
+    if top >= np.uint32(0x7F800000):
+        top = np.uint32(0x7FC00000)
+    amax = bits_f32(top)
+    inv = np.float32(1) / amax if amax > np.float32(0) else np.float32(0)
+    if amax != amax:
+        inv = amax
+    return amax, inv
+
+
+def _cuda_encode(x, mids, lut, positive):
+    """The code of float32 ``x`` (scaled by the block's inverse absmax):
+    :func:`_store_block_py`'s table lookup and comparison."""
+    k = lut[f32_bits(x) >> np.uint32(16)]
+    k = k + (mids[k] < x)
+    if positive and k == 0 and x > np.float32(0):
+        k = 1
+    return k
+
+
+def step8_cuda_loop(table, chunks, scalars, like, map1, mids1, lut1, map2, mids2, lut2,
+                    algo, two, f0, f1, f2, pos1, pos2, blocksize):
+    """:func:`step8_group_loop` as a CUDA kernel (see above); blocks stride
+    over the chunks, ``blocksize`` at most :data:`BLOCKSIZE`, at most
+    :data:`MAX_CUDA_THREADS` threads per block."""
+    sh1 = cuda.shared.array(BLOCKSIZE, np.float32)
+    sh2 = cuda.shared.array(BLOCKSIZE, np.float32)
+    red1 = cuda.shared.array(MAX_CUDA_THREADS, np.uint32)
+    red2 = cuda.shared.array(MAX_CUDA_THREADS, np.uint32)
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for c in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+        r = chunks[c, 0]
+        lo = chunks[c, 1]
+        hi = chunks[c, 2]
+        n = table[r, COL_N]
+        k = table[r, COL_ROW]
+        n2 = n if two else 0
+        param = device_carray(device_ptr(table[r, COL_PARAM], like), n)
+        grad = device_carray(device_ptr(table[r, COL_GRAD], like), n)
+        one = scalars[k, N_SCALARS - 1]
+        zero = one - one
+        if table[r, COL_QUANT] != 0:
+            nb = (n + blocksize - 1) // blocksize
+            q1 = device_carray(device_ptr(table[r, COL_S1], lut1), n)
+            a1 = device_carray(device_ptr(table[r, COL_A1], map1), nb)
+            q2 = device_carray(device_ptr(table[r, COL_S2], lut1), n2)
+            a2 = device_carray(device_ptr(table[r, COL_A2], map1), nb if two else 0)
+            for b in range(lo, hi):
+                start = b * blocksize
+                m = min(n, start + blocksize) - start
+                am1 = a1[b] * one
+                am2 = a2[b] * one if two else zero
+                top1 = np.uint32(0)
+                top2 = np.uint32(0)
+                for i in range(t, m, nt):
+                    j = start + i
+                    v2 = map2[q2[j]] * am2 if two else zero
+                    p, v1, v2 = _cuda_update(param[j], grad[j], map1[q1[j]] * am1, v2, scalars,
+                                             k, algo, f0, f1, f2, zero)
+                    param[j] = p
+                    x1 = np.float32(v1)
+                    sh1[i] = x1
+                    bits = f32_bits(x1) & np.uint32(0x7FFFFFFF)
+                    top1 = bits if bits > top1 else top1
+                    if two:
+                        x2 = np.float32(v2)
+                        sh2[i] = x2
+                        bits = f32_bits(x2) & np.uint32(0x7FFFFFFF)
+                        top2 = bits if bits > top2 else top2
+                # the block's absmax: a maximum over the threads (any count)
+                red1[t] = top1
+                red2[t] = top2
+                cuda.syncthreads()
+                s = 1
+                while s < nt:
+                    if t % (2 * s) == 0 and t + s < nt:
+                        if red1[t + s] > red1[t]:
+                            red1[t] = red1[t + s]
+                        if red2[t + s] > red2[t]:
+                            red2[t] = red2[t + s]
+                    cuda.syncthreads()
+                    s *= 2
+                amax1, inv1 = _cuda_absmax(red1[0])
+                amax2, inv2 = _cuda_absmax(red2[0])
+                for i in range(t, m, nt):
+                    j = start + i
+                    q1[j] = _cuda_encode(sh1[i] * inv1, mids1, lut1, pos1)
+                    if two:
+                        q2[j] = _cuda_encode(sh2[i] * inv2, mids2, lut2, pos2)
+                if t == 0:
+                    a1[b] = amax1
+                    if two:
+                        a2[b] = amax2
+                cuda.syncthreads()      # the next block rewrites the shared arrays
+        else:
+            s1 = device_carray(device_ptr(table[r, COL_S1], like), n)
+            s2 = device_carray(device_ptr(table[r, COL_S2], like), n2)
+            for i in range(lo + t, hi, nt):
+                v = s2[i] if two else zero
+                param[i], s1[i], v = _cuda_update(param[i], grad[i], s1[i], v, scalars, k, algo,
+                                                  f0, f1, f2, zero)
+                if two:
+                    s2[i] = v
+
+
+class _QuantizedCudaKernel(CudaKernel):
+    """The step kernel (see :class:`nbopt.kernels._common.CudaKernel`), which
+    also binds the device bitcasts of the encoder."""
+
+    def get(self):
+        if self._compiled is None:
+            from . import _cuda
+
+            globals().update(f32_bits=_cuda.f32_bits, bits_f32=_cuda.bits_f32)
+        return super().get()
+
+
+step8_cuda = _QuantizedCudaKernel(step8_cuda_loop, adam_update, sgd_update, rmsprop_update,
+                                  _rmsprop_sqrt, adagrad_update, _cuda_update, _cuda_absmax,
+                                  _cuda_encode)

@@ -251,8 +251,11 @@ class DeviceFlatParams:
             for temp, mem, index in self.temps.values():
                 self._permute(temp, mem, index, False)
 
-    def add(self, t, d):
-        """``p += t * d`` for every parameter; returns ``max|d * t|``."""
+    def add(self, t, d, x=None):
+        """``p += t * d`` for every parameter, after ``set(x)`` with ``x``;
+        returns ``max|d * t|``."""
+        if x is not None:
+            self.set(x)
         table = self._param_table()
         self._table_launch(k.lbfgs_add_cuda_kernel, table, True,
                            (self.scalar(t), d, self.zero, True))
@@ -342,11 +345,21 @@ class DeviceFlatParams:
         return out, s(_maximum(part[:, 0])), s(_total(part[:, 1])), s(_total(part[:, 2]))
 
     # -- flat-vector passes ------------------------------------------------------
-    def memory(self, g, prev, d, t, y, s):
+    def memory(self, g, prev, d, t, y, s, q=None):
+        """The CPU backend's ``memory`` (``q`` is not touched here: the
+        recursion's opening update stays in :meth:`two_loop`, so ``s . q`` is
+        None)."""
         self._launch(k.lbfgs_memory_cuda_kernel, self.n_blocks, g, prev, d, self.scalar(t),
                      y, s, self.zero, self.lanes)
         part = self._reduce(self.n_blocks, 2, 0)
-        return self.scalar(_total(part[:, 0])), self.scalar(_total(part[:, 1]))
+        return self.scalar(_total(part[:, 0])), self.scalar(_total(part[:, 1])), None
+
+    def two_loop(self, q, g, old_dirs, old_stps, ro, al, H_diag, first=None):
+        """The two-loop recursion into ``q``: one :meth:`pass_` per update (the
+        CPU's updates in the CPU's order: the same bits)."""
+        from .lbfgs import _two_loop_passes
+
+        return _two_loop_passes(self, q, g, old_dirs, old_stps, ro, al, H_diag, first)
 
     def pass_(self, x, u, a, h, v, mode):
         s = self.scalar

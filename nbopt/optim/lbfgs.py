@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import sysconfig
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -249,10 +250,18 @@ class _FlatParams:
         for i, buf in temps:
             _assign_flat(self.params[i], buf)
 
-    def add(self, t, d: np.ndarray):
-        """``p += t * d`` for every parameter; returns ``max|d * t|``."""
+    def add(self, t, d: np.ndarray, x=None):
+        """``p += t * d`` for every parameter, or with ``x`` (a flat copy of
+        parameters, :meth:`clone`) ``p = x + t * d`` (the bits of
+        ``set(x)``, then ``add(t, d)``); returns ``max|d * t|``."""
+        if x is not None and (self.serial or not self.all_direct):
+            # a parameter listed twice (set and add see it once per row) or
+            # one reached through a copy: the two passes as they are
+            self.set(x)
+            x = None
         table, temps = self._param_table()
-        mx = self._kernel(_k.lbfgs_add_cpu)(table, self.chunks, self.scalar(t), d)
+        mx = self._kernel(_k.lbfgs_add_cpu)(table, self.chunks, self.scalar(t), d,
+                                            self.empty if x is None else x)
         self._write_back(temps)
         return self.scalar(mx)
 
@@ -302,9 +311,51 @@ class _FlatParams:
         return out, s(mx), s(sm), s(dot)
 
     # -- flat-vector passes ----------------------------------------------------
-    def memory(self, g, prev, d, t, y, s):
-        ys, yy = _k.pick(_k.lbfgs_memory_cpu, self.total)(g, prev, d, self.scalar(t), y, s)
-        return self.scalar(ys), self.scalar(yy)
+    def memory(self, g, prev, d, t, y, s, q=None):
+        """The curvature pair ``y = g - prev``, ``s = d t`` and ``prev = g``;
+        returns ``(y . s, y . y, s . q)``.  With ``q`` the pass also opens
+        the two-loop recursion for the new pair (``q = -g``): its ``s . q``
+        is what :meth:`two_loop` takes as ``first`` (else None)."""
+        ys, yy, sq = _k.pick(_k.lbfgs_memory_cpu, self.total)(
+            g, prev, d, self.scalar(t), y, s, self.empty if q is None else q)
+        return self.scalar(ys), self.scalar(yy), None if q is None else self.scalar(sq)
+
+    def two_loop(self, q, g, old_dirs, old_stps, ro, al, H_diag, first=None):
+        """The two-loop recursion into ``q`` (see :func:`_two_loop_passes`), in
+        one compiled call that loops over the history (the same bits)."""
+        dtype = self.dtype
+        m = len(old_dirs)
+        hist = self._history_table(old_dirs, old_stps)
+        if (hist is None or len(al) < m
+                or not all(isinstance(r, (np.ndarray, np.generic)) and r.dtype == dtype
+                           for r in ro)):
+            # a hand-edited state: vectors the table cannot hold, ro not in the
+            # vector's dtype (Python numbers: NumPy's promotion decides each
+            # product) or al too short (an IndexError part way, as torch)
+            return _two_loop_passes(self, q, g, old_dirs, old_stps, ro, al, H_diag, first)
+        al_m = np.empty(m, dtype)
+        gtd = _k.pick(_k.lbfgs_two_loop_cpu, self.total)(
+            q, g, hist, np.array(ro, dtype), al_m, self.scalar(H_diag),
+            0.0 if first is None else float(first), first is not None)
+        al[:m] = [np.asarray(a) for a in al_m]      # state["al"]: 0-d arrays, as torch's
+        return self.scalar(gtd)
+
+    def _history_table(self, old_dirs, old_stps):
+        """The int64 ``(m, 2)`` address table of the pairs (``y_i``, ``s_i``),
+        or None unless every one is a C-contiguous flat vector of this size
+        and dtype (:meth:`vector` makes them so; a state edited between
+        steps might not be) and the lists are as long."""
+        m = len(old_dirs)
+        if len(old_stps) != m:
+            return None
+        hist = np.empty((m, 2), np.int64)
+        for col, vectors in enumerate((old_dirs, old_stps)):
+            for i, v in enumerate(vectors):
+                if not (isinstance(v, np.ndarray) and v.dtype == self.dtype and v.ndim == 1
+                        and v.size == self.total and v.flags.c_contiguous):
+                    return None
+                hist[i, col] = _address(v)
+        return hist
 
     def pass_(self, x, u, a, h, v, mode):
         s = self.scalar
@@ -315,6 +366,39 @@ class _FlatParams:
     def max_abs(self, x):
         mx, _ = _k.pick(_k.lbfgs_stats_cpu, self.total)(x)
         return self.scalar(mx)
+
+
+def _two_loop_passes(flat, q, g, old_dirs, old_stps, ro, al, H_diag, first=None):
+    """The two-loop recursion into ``q`` (the new direction ``d``), one
+    ``flat.pass_`` per update, each fused with the dot product the next
+    update needs; returns ``g . d``.  Fills ``al[:len(old_dirs)]``.
+
+    ``first``: the opening update's ``s . q`` when it is done (``q = -g``,
+    fused into ``flat.memory``), else None.  The order of the updates and
+    the scalars' dtypes are torch's; ``_FlatParams.two_loop`` runs the same
+    updates in one compiled call (the same bits), the device backend runs
+    this.
+    """
+    num_old = len(old_dirs)
+    if num_old == 0:
+        return flat.pass_(q, g, 0, H_diag, g, _k.MODE_NEG_SCALE)
+    if first is None:
+        dot = flat.pass_(q, g, 0, 1, old_stps[num_old - 1], _k.MODE_NEG)
+    else:
+        dot = first
+    for i in range(num_old - 1, -1, -1):
+        al_i = dot * ro[i]
+        al[i] = _to_state(al_i)
+        if i > 0:
+            dot = flat.pass_(q, old_dirs[i], -al_i, 1, old_stps[i - 1], _k.MODE_AXPY)
+        else:
+            # the last update of q, times H_diag: r (= d)
+            dot = flat.pass_(q, old_dirs[0], -al_i, H_diag, old_dirs[0], _k.MODE_AXPY_SCALE)
+    for i in range(num_old):
+        be_i = dot * ro[i]
+        nxt = old_dirs[i + 1] if i + 1 < num_old else g
+        dot = flat.pass_(q, old_stps[i], _from_state(al[i]) - be_i, 1, nxt, _k.MODE_AXPY)
+    return dot
 
 
 @np.errstate(all="ignore")
@@ -342,7 +426,8 @@ def _strong_wolfe(obj_func, x, t, d, d_norm, f, g, gtd, c1=1e-4, c2=0.9,
     # torch's port of https://github.com/torch/optim/blob/master/lswolfe.lua;
     # obj_func also returns g_new . d (fused with the gradient gather), and
     # gradients are fresh arrays that nothing writes to, so torch's clones of
-    # them are not needed.
+    # them are not needed; d_norm may be a function, called when the zoom
+    # phase (its only reader) starts.
     f_new, g_new, gtd_new = obj_func(x, t, d)
     ls_func_evals = 1
 
@@ -395,6 +480,8 @@ def _strong_wolfe(obj_func, x, t, d, d_norm, f, g, gtd, c1=1e-4, c2=0.9,
         bracket_g = [g, g_new]
 
     # zoom phase: refine the bracket until a point satisfies the criteria
+    if not done and ls_iter < max_ls and callable(d_norm):
+        d_norm = d_norm()   # max|d|: only the zoom reads it
     insuf_progress = False
     low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
     while not done and ls_iter < max_ls:
@@ -742,8 +829,10 @@ class LBFGS(Optimizer):
         prev_flat_grad = flat.vector(state.get("prev_flat_grad"))
         prev_loss = state.get("prev_loss")
         for vectors in (old_dirs, old_stps):
-            for i, v in enumerate(vectors or ()):
-                vectors[i] = flat.vector(v)
+            if vectors:
+                # (a comprehension: a loop variable left holding the newest s
+                # would keep it out of the pool when it is dropped)
+                vectors[:] = [flat.vector(v) for v in vectors]
 
         # Pool bookkeeping (no effect on the numbers): flat gradients and the
         # line search's copy of the parameters never leave this function, and
@@ -770,10 +859,12 @@ class LBFGS(Optimizer):
                 else:
                     flat.assign(prev_flat_grad, flat_grad)
             else:
-                # update memory; this pass also copies g into prev_flat_grad
+                # update memory; this pass also copies g into prev_flat_grad and
+                # opens the two-loop recursion for the new pair (q = -g)
                 y = flat.new()
                 s = flat.new()
-                ys, yy = flat.memory(flat_grad, prev_flat_grad, d, t, y, s)
+                q = flat.new()
+                ys, yy, first = flat.memory(flat_grad, prev_flat_grad, d, t, y, s, q)
                 if d_is_ours:
                     flat.free(d)   # s = d t was its last use
                 if ys > 1e-10:
@@ -796,34 +887,15 @@ class LBFGS(Optimizer):
                 else:
                     flat.free(y)
                     flat.free(s)
+                    first = None   # the recursion opens with the last kept pair
 
-                num_old = len(old_dirs)
                 if "al" not in state:
                     state["al"] = [None] * history_size
-                al = state["al"]
 
-                # two-loop recursion, each update fused with the next dot product
-                q = flat.new()
-                if num_old == 0:
-                    gtd = flat.pass_(q, flat_grad, 0, H_diag, flat_grad, k.MODE_NEG_SCALE)
-                else:
-                    dot = flat.pass_(q, flat_grad, 0, 1, old_stps[num_old - 1], k.MODE_NEG)
-                    for i in range(num_old - 1, -1, -1):
-                        al_i = dot * ro[i]
-                        al[i] = _to_state(al_i)
-                        if i > 0:
-                            dot = flat.pass_(q, old_dirs[i], -al_i, 1, old_stps[i - 1],
-                                             k.MODE_AXPY)
-                        else:
-                            # the last update of q, times H_diag: r (= d)
-                            dot = flat.pass_(q, old_dirs[0], -al_i, H_diag, old_dirs[0],
-                                             k.MODE_AXPY_SCALE)
-                    for i in range(num_old):
-                        be_i = dot * ro[i]
-                        nxt = old_dirs[i + 1] if i + 1 < num_old else flat_grad
-                        dot = flat.pass_(q, old_stps[i], _from_state(al[i]) - be_i, 1, nxt,
-                                         k.MODE_AXPY)
-                    gtd = dot
+                # two-loop recursion (its opening update already done when the
+                # new pair was kept)
+                gtd = flat.two_loop(q, flat_grad, old_dirs, old_stps, ro, state["al"], H_diag,
+                                    first)
                 d = q
                 d_is_ours = True
             prev_loss = loss
@@ -843,23 +915,33 @@ class LBFGS(Optimizer):
                 if line_search_fn != "strong_wolfe":
                     raise RuntimeError("only 'strong_wolfe' is supported")
                 x_init = flat.clone()
-                grads = [flat_grad]
+                # the gradients evaluated, with their max|g| (from the gather)
+                grads = [(flat_grad, g_max)]
+                trial = []   # (t, max|d t|) of the point the parameters are at
 
                 def obj_func(x, t, d):
-                    loss, g, gtd = self._directional_evaluate(closure, flat, x, t, d)
-                    grads.append(g)
+                    loss, g, gtd, g_max, step_max = self._directional_evaluate(
+                        closure, flat, x, t, d)
+                    grads.append((g, g_max))
+                    trial[:] = [t, step_max]
                     return loss, g, gtd
 
                 loss, flat_grad, t, ls_func_evals = _strong_wolfe(
-                    obj_func, x_init, t, d, flat.max_abs(d), loss, flat_grad, gtd,
+                    obj_func, x_init, t, d, partial(flat.max_abs, d), loss, flat_grad, gtd,
                     max_ls=max_eval - current_evals)
-                step_max = flat.add(t, d)
-                opt_cond = flat.max_abs(flat_grad) <= tolerance_grad
-                for g in grads:
-                    if g is not flat_grad:
+                if flat.scalar(t) == flat.scalar(trial[0]):
+                    # the parameters are at x_init + t d already, bit for bit
+                    step_max = trial[1]
+                else:
+                    step_max = flat.add(t, d, x_init)
+                for g, g_max_g in grads:
+                    if g is flat_grad:
+                        g_max = g_max_g
+                    else:
                         flat.free(g)
+                opt_cond = g_max <= tolerance_grad
                 flat.free(x_init)
-                del grads, g, x_init
+                del grads, g, g_max_g, x_init, trial
             else:
                 # no line search, simply move with fixed-step
                 step_max = flat.add(t, d)
@@ -889,6 +971,7 @@ class LBFGS(Optimizer):
             if abs(loss - prev_loss) < tolerance_change:
                 break
 
+        old_d = state.get("d")
         state["d"] = d
         state["t"] = _to_state(t)
         state["old_dirs"] = old_dirs
@@ -898,20 +981,30 @@ class LBFGS(Optimizer):
         state["prev_flat_grad"] = prev_flat_grad
         state["prev_loss"] = prev_loss
         flat.free(flat_grad)
+        # the previous step's direction, replaced only now (an error part way
+        # leaves the state as it was), goes back to the pool unless someone
+        # else (a kept state_dict) holds it
+        if old_d is not None and old_d is not d and _refcount(old_d) <= _UNSHARED:
+            flat.free(old_d)
+        del old_d
 
         return orig_loss
 
     @staticmethod
     def _directional_evaluate(closure, flat, x, t, d):
-        """Loss, flat gradient and ``g . d`` at ``x + t d``; the parameters are
-        ``x`` again afterwards."""
-        flat.add(t, d)
+        """Loss, flat gradient, ``g . d`` and ``max|g|`` at ``x + t d``, and
+        ``max|d t|``.  The parameters stay at ``x + t d`` (torch puts them back
+        at ``x`` and adds ``t d`` again once the line search has chosen ``t``:
+        the same bits, two passes more); they are ``x`` again if the closure
+        or the gradients fail."""
+        step_max = flat.add(t, d, x)
         try:
             loss = float(closure())
-            flat_grad, _, _, gtd = flat.gather(v=d)
-        finally:
+            flat_grad, g_max, _, gtd = flat.gather(v=d)
+        except BaseException:
             flat.set(x)
-        return loss, flat_grad, gtd
+            raise
+        return loss, flat_grad, gtd, g_max, step_max
 
 
 def _cast_to(value, dtype, device=None):

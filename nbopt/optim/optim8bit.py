@@ -10,6 +10,21 @@ is the 32-bit algorithm's (torch's formula and rounding, the same compiled
 element function as :class:`nbopt.Adam` etc.), applied to the decoded moments;
 the new moments are then re-encoded, block by block, in the same pass.
 
+Kernel calls: one per (param group, device, dtype) and step, whatever the
+number of parameters (:class:`_Launch`): the kernel reads a table of the
+parameters' addresses (parameter, gradient, codes or float state, absmax;
+never a tuple of arrays) and a chunk table cut on block boundaries, so that
+each block of 256 is encoded by one thread; the group's element count chooses
+the serial or ``parallel=True`` build (``config.runs_parallel``).  The
+tables are kept while nothing changes (:class:`_Plan`): a steady step
+advances the step counts, computes the scalar rows and calls the kernel.
+
+Devices: :class:`nbopt.DeviceParameter` s are stepped on their GPU by a CUDA
+kernel that runs the same element functions and encoder (bit for bit the CPU
+result), their state on the device; CPU and device parameters mix in one
+optimizer.  See :mod:`nbopt.optim._optim8bit_cuda` (imported only when a
+device parameter first steps).
+
 State layout (per parameter; names as bitsandbytes')
 
 ``step``
@@ -27,6 +42,12 @@ State layout (per parameter; names as bitsandbytes')
     float32 (256,): the dynamic map the codes index (signed for first
     moments, unsigned for second moments; quantized parameters only).
 
+For a device parameter ``state1``/``state2`` and ``absmax1``/``absmax2`` are
+device arrays on its GPU; ``step`` and ``qmap1``/``qmap2`` are host arrays.
+``state_dict()`` holds the live arrays (:func:`nbopt.save` writes host copies);
+``load_state_dict`` copies what it loads (host or device arrays: a device
+parameter's state is uploaded at its next step).
+
 The element value is ``qmap[code] * absmax[i // 256]``.  A state dict holding
 torch's 32-bit names (``exp_avg``, ``momentum_buffer``, ...: one saved by
 :class:`nbopt.Adam` and friends, or by torch) loads into an 8-bit optimizer,
@@ -38,7 +59,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..optimizer import Optimizer
-from ..parameter import DeviceParameter, SparseGrad
+from ..parameter import DeviceParameter, SparseGrad, is_device_array
 from .. import config
 from ._validation import check_beta, check_nonnegative
 
@@ -59,7 +80,8 @@ class _Lazy:
         # called once per name: the value is then an attribute of this object
         from ..kernels import _common, adagrad, adam, quantized, rmsprop, sgd
 
-        extra = {"to_scalar": _common.to_scalar, "adam_host": adam.adam_host,
+        extra = {"to_scalar": _common.to_scalar, "all_equal": _common.all_equal,
+                 "adam_host": adam.adam_host,
                  "adagrad_host": adagrad.adagrad_host, "rmsprop_host": rmsprop.rmsprop_host,
                  "sgd_host": sgd.sgd_host}
         value = extra[name] if name in extra else getattr(quantized, name)
@@ -70,8 +92,185 @@ class _Lazy:
 Q = _Lazy()
 
 
+def _device():
+    """The device side (imports numba.cuda): called only for device parameters."""
+    from . import _optim8bit_cuda
+
+    return _optim8bit_cuda
+
+
+def _to_host(v):
+    from ..kernels._cuda import to_host
+
+    return to_host(v)
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
 def _where(gi, k):
     return f"param_groups[{gi}]['params'][{k}]"
+
+
+def _next_step(step) -> float:
+    """A step count plus one, as torch's float32 ``step += 1`` rounds it."""
+    t = float(step) + 1.0
+    if t > 16777216.0:
+        t = float(np.float32(t))
+    return t
+
+
+class _Launch:
+    """One kernel call per step for the parameters of one (param group,
+    device, dtype): their step table and chunk table (see
+    :mod:`nbopt.kernels.quantized`; device addresses for a GPU, uploaded
+    when they change), kept by a :class:`_Plan` while nothing changes."""
+
+    __slots__ = ("group", "device", "dtype", "params", "grads", "steps", "step_addr", "table",
+                 "chunks", "chunk_size", "copies", "d_table", "d_chunks", "dirty")
+
+    def __init__(self, opt, group, device, dtype, members, states):
+        self.group, self.device, self.dtype = group, device, np.dtype(dtype)
+        self.params = [p for p, _ in members]
+        self.grads = [g for _, g in members]
+        self.steps = [state["step"] for state in states]
+        self.step_addr = None
+        if all(s.dtype == np.float32 for s in self.steps):
+            self.step_addr = np.array([_address(s) for s in self.steps], np.int64)
+        two = opt._two
+        address = _address if device is None else _device().address
+        self.copies = []            # (contiguous copy, gradient): refreshed at each run
+        rows = []
+        for p, g, state in zip(self.params, self.grads, states):
+            if device is None and not g.flags.c_contiguous:
+                copy = np.ascontiguousarray(g)
+                self.copies.append((copy, g))
+                g = copy
+            s1 = state["state1"]
+            quant = np.dtype(s1.dtype) == np.uint8
+            # without a second state its columns repeat the first's (never
+            # read: empty views, but real addresses)
+            a1 = address(state["absmax1"]) if quant else 0
+            s1 = address(s1)
+            rows.append((address(p), address(g), s1, a1,
+                         address(state["state2"]) if two else s1,
+                         address(state["absmax2"]) if quant and two else a1,
+                         p.size, 0, int(quant)))
+        self.table = np.array(rows, np.int64).reshape(-1, Q.TABLE_COLUMNS)
+        self.chunks = self.chunk_size = self.d_table = self.d_chunks = None
+        self.dirty = True
+
+    def next_steps(self):
+        """Every parameter's next step count (changing nothing)."""
+        if self.step_addr is not None:
+            ts = np.empty(len(self.steps))
+            Q.next_steps(self.step_addr, ts)
+            return ts
+        return np.array([_next_step(s) for s in self.steps], np.float64)
+
+    def call(self, opt, counts, scalars, index, flags) -> None:
+        """Write the new step ``counts``, then one kernel call with the scalar
+        table ``scalars`` and each parameter's row of it, ``index``."""
+        if self.step_addr is not None:
+            Q.write_steps(self.step_addr, np.asarray(counts, np.float64))
+        else:
+            for step, t in zip(self.steps, counts):
+                step[...] = t
+        column = self.table[:, Q.COL_ROW]
+        if not np.array_equal(column, index):
+            column[...] = index
+            self.dirty = True
+        for copy, g in self.copies:
+            np.copyto(copy, g)
+        two = opt._two
+        signed = opt._signed if two else opt._signed * 2
+        if self.device is not None:
+            _device().run(self, scalars, opt._algo, two, flags, signed)
+            return
+        if self.chunks is None:
+            self.chunks = Q.group_chunks(self.table, Q.BLOCKS_PER_CHUNK,
+                                         Q.BLOCKS_PER_CHUNK * Q.BLOCKSIZE)
+        m1, mid1, lut1 = Q.tables(signed[0])
+        m2, mid2, lut2 = Q.tables(signed[1])
+        total = int(self.table[:, Q.COL_N].sum())
+        kernel = Q.step8_group_cpu[1 if config.runs_parallel(total) else 0]
+        f0, f1, f2 = flags
+        kernel(self.table, self.chunks, scalars, scalars[0], m1, mid1, lut1, m2, mid2, lut2,
+               opt._algo, two, f0, f1, f2, not signed[0], two and not signed[1], Q.BLOCKSIZE)
+
+    def accepts(self, p, g) -> bool:
+        """Whether a steady step can read the new gradient ``g`` of ``p`` in
+        place (else the general path validates it, and raises)."""
+        if self.device is not None:
+            return _device().grad_ok(p, g)
+        return (isinstance(g, np.ndarray) and g.shape == p.shape and g.dtype == p.dtype
+                and g.flags.c_contiguous)
+
+
+class _Plan:
+    """The launches of the last step, valid while the state mapping has not
+    been edited (its version), the param groups hold the same parameters and
+    each has the same gradient (or a new dense one the kernel reads in place:
+    its address is patched into the table).  Not pickled or copied (the
+    optimizer's ``__getstate__`` leaves it out)."""
+
+    __slots__ = ("state", "version", "launches", "groups", "skipped", "epoch")
+
+    @staticmethod
+    def make(opt, launches):
+        from ..engine import OptimizerState
+        from ..parameter import Parameter
+
+        if type(opt.state) is not OptimizerState:
+            return None
+        plan = _Plan()
+        plan.state, plan.version = opt.state, opt.state.version
+        plan.launches = launches
+        plan.groups = [(group, list(group["params"])) for group in opt.param_groups]
+        plan.skipped = [p for _, params in plan.groups for p in params if p.grad is None]
+        plan.epoch = Parameter._grad_epoch
+        return plan
+
+    def ready(self, opt) -> bool:
+        from ..parameter import Parameter
+
+        state = opt.state
+        if state is not self.state or state.version != self.version:
+            return False
+        groups = opt.param_groups
+        if len(groups) != len(self.groups):
+            return False
+        for group, (known, params) in zip(groups, self.groups):
+            now = group["params"]
+            if group is not known or len(now) != len(params) \
+                    or not all(map(_is, now, params)):
+                return False
+        epoch = Parameter._grad_epoch
+        if epoch == self.epoch:
+            return True
+        # some .grad was assigned since: the same arrays, or new dense ones
+        if any(p.grad is not None for p in self.skipped):
+            return False
+        patches = []
+        for launch in self.launches:
+            for i, (p, old) in enumerate(zip(launch.params, launch.grads)):
+                g = p.grad
+                if g is not old:
+                    if g is None or any(copy_of is old for _, copy_of in launch.copies) \
+                            or not launch.accepts(p, g):
+                        return False
+                    patches.append((launch, i, g))
+        for launch, i, g in patches:
+            launch.grads[i] = g
+            launch.table[i, Q.COL_GRAD] = (_address(g) if launch.device is None
+                                           else _device().address(g))
+            launch.dirty = True
+        self.epoch = epoch
+        return True
+
+
+_is = __import__("operator").is_
 
 
 class _Optimizer8bit(Optimizer):
@@ -102,6 +301,7 @@ class _Optimizer8bit(Optimizer):
         n = p.size
         state = {"step": np.array(0.0, np.float32)}
         init = self._init_value(group)
+        device = _device() if isinstance(p, DeviceParameter) else None
         for j in range(len(self._torch_names)):
             k = str(j + 1)
             if n >= group["min_8bit_size"]:
@@ -109,136 +309,233 @@ class _Optimizer8bit(Optimizer):
                 # 0's (absmax 0) or 1.0's (absmax = the constant)
                 qmap = Q.tables(self._signed[j])[0]
                 code = 255 if init != 0 else int(np.searchsorted(qmap, 0.0))
-                state["state" + k] = np.full(p.shape, code, np.uint8)
-                state["absmax" + k] = np.full(Q.n_blocks(n), init, np.float32)
+                if device is None:
+                    state["state" + k] = np.full(p.shape, code, np.uint8)
+                    state["absmax" + k] = np.full(Q.n_blocks(n), init, np.float32)
+                else:
+                    state["state" + k] = device.new_array(p, np.uint8, p.shape, code)
+                    state["absmax" + k] = device.new_array(p, np.float32, (Q.n_blocks(n),), init)
                 state["qmap" + k] = qmap        # shared, read-only
-            else:
+            elif device is None:
                 state["state" + k] = np.full(p.shape, init, p.dtype)
+            else:
+                state["state" + k] = device.new_array(p, p.dtype, p.shape, init)
         return state
 
     def _check_state(self, p, state, where):
         """Raise before anything changes when a parameter's state cannot be
-        stepped (a user edit, a bad load)."""
+        stepped (a user edit, a bad load).  The state of a device parameter
+        may hold device arrays on its GPU or host arrays (uploaded at the
+        step); a CPU parameter's, host arrays only."""
         for key in ["step"] + ["state" + str(j + 1) for j in range(len(self._torch_names))]:
             if key not in state:
                 raise KeyError(f"{type(self).__name__}: state of {where} has no {key!r}")
         name = type(self).__name__
+        on_device = isinstance(p, DeviceParameter)
         step = state["step"]
         if not isinstance(step, np.ndarray) or step.size != 1 or step.dtype.kind != "f" \
                 or not step.flags.writeable:
             raise ValueError(f"{name}: step of {where} must be a writeable 1-element float "
                              "array (torch's 0-d float32 step)")
-        kinds = {state["state" + str(j + 1)].dtype == np.uint8
-                 for j in range(len(self._torch_names))
-                 if isinstance(state["state" + str(j + 1)], np.ndarray)}
+
+        def array(key):
+            """``(shape, dtype, usable)`` of state entry ``key``, or None."""
+            v = state.get(key)
+            if isinstance(v, np.ndarray):
+                # a host array of a device parameter is copied at the step
+                return v.shape, v.dtype, on_device or (v.flags.c_contiguous
+                                                       and v.flags.writeable)
+            if on_device and is_device_array(v):
+                shape, dtype, c_contiguous, device = _device().describe(v)
+                if device != p.device_index:
+                    raise ValueError(f"{name}: {key} of {where} is on cuda:{device}, the "
+                                     f"parameter on {p.device}")
+                return shape, dtype, c_contiguous
+            return None
+
+        kinds = set()
+        for j in range(len(self._torch_names)):
+            got = array("state" + str(j + 1))
+            if got is not None:
+                kinds.add(got[1] == np.uint8)
         if len(kinds) > 1:
             raise ValueError(f"{name}: the states of {where} must be all quantized (uint8) or "
                              "all float")
         for j in range(len(self._torch_names)):
             k = str(j + 1)
-            s = state["state" + k]
-            if not isinstance(s, np.ndarray) or s.shape != p.shape:
+            got = array("state" + k)
+            if got is None or tuple(got[0]) != tuple(p.shape):
                 raise ValueError(f"{name}: state{k} of {where} must be an array "
                                  f"of the parameter's shape {p.shape}")
-            if not s.flags.c_contiguous or not s.flags.writeable:
+            if not got[2]:
                 raise ValueError(f"{name}: state{k} of {where} must be C-contiguous and "
                                  "writeable")
-            if s.dtype == np.uint8:
-                a, m = state.get("absmax" + k), state.get("qmap" + k)
-                if not isinstance(a, np.ndarray) or a.dtype != np.float32 \
-                        or a.shape != (Q.n_blocks(p.size),) or not a.flags.writeable:
+            if got[1] == np.uint8:
+                a, m = array("absmax" + k), state.get("qmap" + k)
+                if a is None or a[1] != np.float32 or tuple(a[0]) != (Q.n_blocks(p.size),) \
+                        or not a[2]:
                     raise ValueError(f"{name}: absmax{k} of {where} must be writeable "
                                      f"float32 of shape ({Q.n_blocks(p.size)},) (one per block "
                                      f"of {Q.BLOCKSIZE})")
                 shared = Q.tables(self._signed[j])[0]
                 if m is shared:
                     continue
+                if not isinstance(m, np.ndarray) and is_device_array(m):
+                    m = _to_host(m)
                 if not isinstance(m, np.ndarray) or m.shape != (256,) \
                         or not np.array_equal(m, shared):
                     raise ValueError(f"{type(self).__name__}: qmap{k} of {where} must be the "
                                      f"{'signed' if self._signed[j] else 'unsigned'} dynamic map")
                 state["qmap" + k] = shared     # equal: the shared read-only map
-            elif s.dtype != p.dtype:
+            elif got[1] != p.dtype:
                 raise ValueError(f"{type(self).__name__}: state{k} of {where} must be uint8 "
-                                 f"(quantized) or {p.dtype}, got {s.dtype}")
+                                 f"(quantized) or {p.dtype}, got {got[1]}")
 
     # -- step --------------------------------------------------------------------
     def step(self, closure=None):
-        """Perform a single optimization step (``closure`` as torch's)."""
+        """Perform a single optimization step (``closure`` as torch's).
+
+        Each (param group, device, dtype) is one kernel call over all its
+        parameters, quantized and float-state ones (:class:`_Launch`).  The
+        first step, and any step after a change, validates everything before
+        anything changes; a step that finds nothing changed since the last
+        (:class:`_Plan`) reuses its tables."""
         loss = None
         if closure is not None:
             loss = closure()
-        work = []
+        plan = self.__dict__.get("_plan8")
+        if plan is not None and plan.ready(self):
+            # everything that can raise first: the scalars of every launch
+            work = []
+            for launch in plan.launches:
+                counts = launch.next_steps()
+                work.append((launch, counts,
+                             *self._scalar_table(launch.group, launch.dtype, counts, None)))
+            for launch, counts, scalars, index, flags in work:
+                launch.call(self, counts, scalars, index, flags)
+            return loss
+        self._plan8 = None
+        buckets = []
         name = type(self).__name__
         for gi, group in enumerate(self.param_groups):
+            mine = {}
             for k, p in enumerate(group["params"]):
-                if p.grad is None:
+                g = p.grad
+                if g is None:
                     continue
                 where = _where(gi, k)
-                if isinstance(p, DeviceParameter):
-                    raise NotImplementedError(
-                        f"{name}: {where} is a device (GPU) parameter; the 8-bit optimizers "
-                        "have CPU kernels only")
                 if p.dtype not in (np.float32, np.float64):
                     raise TypeError(f"{where}: {name} can only optimize float32 and float64 "
                                     f"parameters, got dtype {p.dtype}")
-                if not p.flags.c_contiguous or not p.flags.writeable:
-                    raise ValueError(f"{where}: {name} needs a C-contiguous, writeable parameter")
-                g = p.grad
                 if isinstance(g, SparseGrad):
                     raise RuntimeError(f"{name} does not support sparse gradients")
-                if not isinstance(g, np.ndarray) or g.shape != p.shape or g.dtype != p.dtype:
-                    raise ValueError(f"{where}: the gradient must be an array of the "
-                                     f"parameter's shape {p.shape} and dtype {p.dtype}")
+                if isinstance(p, DeviceParameter):
+                    if not p.flags.c_contiguous:
+                        raise ValueError(f"{where}: {name} needs a C-contiguous parameter")
+                    _device().check_grad(where, p, g)
+                    device = p.device_index
+                else:
+                    if not p.flags.c_contiguous or not p.flags.writeable:
+                        raise ValueError(f"{where}: {name} needs a C-contiguous, writeable "
+                                         "parameter")
+                    if not isinstance(g, np.ndarray) or g.shape != p.shape \
+                            or g.dtype != p.dtype:
+                        raise ValueError(f"{where}: the gradient must be an array of the "
+                                         f"parameter's shape {p.shape} and dtype {p.dtype}")
+                    device = None
                 state = self.state.get(p)
                 if state:
                     self._check_state(p, state, where)
-                work.append((group, p, g))
-        for group, p, g in work:
-            state = self.state[p]
-            fresh = not state
-            if fresh:
-                state.update(self._new_state(p, group))
-            step = state["step"]
-            t = float(step) + 1.0
-            if t > 16777216.0:
-                t = float(np.float32(t))
-            step[...] = t
-            row = np.empty(Q.N_SCALARS, p.dtype)
-            vals = self._scalars(group, t, fresh)
-            row[:len(vals)] = vals
-            row[len(vals):] = 0
-            row[-1] = 1
-            f0, f1, f2 = self._flags(group)
-            pf = p.reshape(-1)
-            gf = np.ascontiguousarray(g).reshape(-1)
-            s1 = state["state1"].reshape(-1)
-            two = self._two
-            if s1.dtype == np.uint8:
-                m1, mid1, lut1 = Q.tables(self._signed[0])
-                if two:
-                    m2, mid2, lut2 = Q.tables(self._signed[1])
-                    q2, a2 = state["state2"].reshape(-1), state["absmax2"]
-                else:
-                    m2, mid2, lut2, q2, a2 = m1, mid1, lut1, s1[:0], state["absmax1"][:0]
-                kernel = Q.step8_cpu[1 if config.runs_parallel(pf.size) else 0]
-                kernel(pf, gf, s1, state["absmax1"], m1, mid1, lut1, q2, a2, m2, mid2, lut2,
-                       row, self._algo, two, f0, f1, f2, not self._signed[0],
-                       two and not self._signed[1], Q.BLOCKSIZE)
-            else:
-                s2 = state["state2"].reshape(-1) if two else s1[:0]
-                Q.step32_cpu(pf, gf, s1, s2, row, self._algo, two, f0, f1, f2)
+                mine.setdefault((device, p.dtype), []).append((p, g))
+            for (device, dtype), members in mine.items():
+                # the step counts and scalars too, before anything changes
+                fresh = [not self.state.get(p) for p, _ in members]
+                counts = [1.0 if f else _next_step(self.state[p]["step"])
+                          for (p, _), f in zip(members, fresh)]
+                buckets.append((group, device, dtype, members, fresh, counts,
+                                *self._scalar_table(group, dtype, counts, fresh)))
+        # validated: from here on things change
+        launches = []
+        for group, device, dtype, members, fresh, counts, scalars, index, flags in buckets:
+            states = []
+            for (p, _), is_fresh in zip(members, fresh):
+                state = self._own_entry(p)
+                if is_fresh:
+                    state.update(self._new_state(p, group))
+                elif device is not None:
+                    _device().upload(p, state)
+                states.append(state)
+            launch = _Launch(self, group, device, dtype, members, states)
+            launch.call(self, counts, scalars, index, flags)
+            launches.append(launch)
+        self._plan8 = _Plan.make(self, launches)
         return loss
+
+    def _scalar_table(self, group, dtype, counts, fresh):
+        """``(scalars, index, flags)`` of one launch: one row of scalars per
+        distinct ``(step count, fresh)`` (the float64 host maths, rounded to
+        ``dtype``), each parameter's row, and the algorithm's flags."""
+        if fresh is None:           # a steady step: no state was just made
+            if Q.all_equal(counts):
+                rows = [self._scalars(group, float(counts[0]), False)]
+                index = np.zeros(len(counts), np.int64)
+            else:
+                uniq, index = np.unique(counts, return_inverse=True)
+                rows = [self._scalars(group, float(t), False) for t in uniq]
+        else:
+            keys = {}
+            rows = []
+            index = np.empty(len(counts), np.int64)
+            for i, (t, is_fresh) in enumerate(zip(counts, fresh)):
+                row = keys.get((t, is_fresh))
+                if row is None:
+                    row = keys[(t, is_fresh)] = len(rows)
+                    rows.append(self._scalars(group, t, is_fresh))
+                index[i] = row
+        scalars = np.zeros((len(rows), Q.N_SCALARS), dtype)
+        for i, vals in enumerate(rows):
+            scalars[i, :len(vals)] = vals
+        scalars[:, -1] = 1
+        return scalars, index, self._flags(group)
+
+    def _own_entry(self, p):
+        """``state[p]``, as an entry of this optimizer's state that counts its
+        edits (a loaded or assigned plain dict is copied into one, as the
+        element-wise engine adopts them), so that a cached plan sees them."""
+        from ..engine import OptimizerState, ParamState
+
+        home = self.state
+        state = home[p]
+        if type(home) is OptimizerState and not (type(state) is ParamState
+                                                 and state._home is home
+                                                 and state._param is p):
+            own = ParamState()
+            dict.update(own, state)
+            own.adopt(home, p)
+            state = own
+        return state
 
     # -- checkpoints -------------------------------------------------------------
     @staticmethod
     def _cast(param, value, key=None):
         # quantized codes, absmax and maps keep their dtypes; float state takes
-        # the parameter's (torch's policy)
+        # the parameter's (torch's policy).  Every array is a copy (the state
+        # is stepped in place: it must not alias the loaded dict, say another
+        # optimizer's live state).  Device arrays (a device optimizer's live
+        # state dict) are loaded as host copies, uploaded to a device
+        # parameter's GPU at its next step.
         if isinstance(value, dict):
-            return {k: (v.copy() if isinstance(v, np.ndarray)
-                        and (k in _QUANT_KEYS or v.dtype == np.uint8)
-                        else Optimizer._cast(param, v, key=k)) for k, v in value.items()}
+            out = {}
+            for k, v in value.items():
+                if not isinstance(v, np.ndarray) and is_device_array(v):
+                    v = _to_host(v)
+                elif isinstance(v, np.ndarray):
+                    v = v.copy()
+                if isinstance(v, np.ndarray) and (k in _QUANT_KEYS or v.dtype == np.uint8):
+                    out[k] = v
+                else:
+                    out[k] = Optimizer._cast(param, v, key=k)
+            return out
         return Optimizer._cast(param, value, key)
 
     def _check_loaded_state(self, param, value, where, group):
@@ -248,7 +545,9 @@ class _Optimizer8bit(Optimizer):
         """Load a state dict of this class, or torch's 32-bit layout of the
         same algorithm (``exp_avg``/``exp_avg_sq``, ``momentum_buffer``,
         ``square_avg``, ``sum``), quantized at load for parameters of at least
-        ``min_8bit_size`` elements.  Validated before anything changes."""
+        ``min_8bit_size`` elements.  Validated before anything changes; every
+        array is copied (device arrays to the host; a device parameter's
+        state goes to its GPU at its next step)."""
         state_dict = dict(state_dict)
         saved_state = state_dict.get("state")
         groups = state_dict.get("param_groups")
@@ -265,12 +564,15 @@ class _Optimizer8bit(Optimizer):
                         converted[pid] = self._from_torch(entry, p, size)
             state_dict["state"] = converted
         super().load_state_dict(state_dict)
+        self._plan8 = None
 
     def _from_torch(self, entry, p, min_size):
         out = {"step": np.array(np.asarray(entry.get("step", 0.0), np.float32).reshape(()))}
         for j, tname in enumerate(self._torch_names):
             k = str(j + 1)
             v = entry.get(tname)
+            if not isinstance(v, np.ndarray) and is_device_array(v):
+                v = _to_host(v)
             if not isinstance(v, np.ndarray) or v.shape != p.shape \
                     or v.dtype.kind != "f":
                 raise ValueError(f"{type(self).__name__}: loaded {tname!r} must be a float "
@@ -289,16 +591,19 @@ def dequantize_state_dict(state_dict, names=("exp_avg", "exp_avg_sq")):
     ``stateN`` becomes ``names[N-1]`` (float32, the parameter's shape; float
     state is kept as is), ``absmaxN`` and ``qmapN`` go.  The result loads into
     the 32-bit class (``nbopt.Adam``: the default names; ``("momentum_buffer",)``
-    for SGD, ``("square_avg",)`` for RMSprop, ``("sum",)`` for Adagrad)."""
+    for SGD, ``("square_avg",)`` for RMSprop, ``("sum",)`` for Adagrad).  The
+    state of device parameters is copied to the host."""
     state = {}
     for pid, entry in state_dict["state"].items():
         new = {k: v for k, v in entry.items()
                if k not in _QUANT_KEYS and not k.startswith("state")}
         for j, name in enumerate(names):
             k = str(j + 1)
-            s = entry["state" + k]
+            s, a = entry["state" + k], entry.get("absmax" + k)
+            s, a = (_to_host(x) if not isinstance(x, np.ndarray) and is_device_array(x) else x
+                    for x in (s, a))
             if s.dtype == np.uint8:
-                s = Q.dequantize_blockwise(s, entry["absmax" + k], entry["qmap" + k])
+                s = Q.dequantize_blockwise(s, a, entry["qmap" + k])
             new[name] = np.array(s, copy=True)
         state[pid] = new
     groups = [dict(g) for g in state_dict["param_groups"]]
