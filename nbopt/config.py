@@ -9,10 +9,11 @@ reads them at every step).
     integer is a fixed threshold: a step over fewer elements runs the serial
     build.  None (the default): an element-wise group step over 4096 to
     4M elements runs the build that was faster when measured in this
-    process (the first steady steps of each class of step, i.e. algorithm,
-    dtype, options and the power of two of its size, time both builds,
-    alternating; they compute the same values), fewer runs serial, more
-    parallel; the other kernels (LBFGS, sparse rows, averaging) use
+    process (a steady step times both builds, alternating, at its first
+    steps, 48 steps later and then every 4096 steps; they compute the same
+    values; the general path takes the last choice of its class: algorithm,
+    dtype and the powers of two of its element and segment counts), fewer
+    runs serial, more parallel; the other kernels (LBFGS, sparse rows, averaging) use
     ``DEFAULT_PARALLEL_THRESHOLD`` (131072).  The break-even depends on the
     algorithm's arithmetic, the cores and their load: on 2 quiet cores Adam
     float32 runs 2x faster in parallel from 30k elements, on loaded ones the

@@ -903,7 +903,8 @@ def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray, dtype=np.float32):
 # MEASURE_MAX elements runs whichever build of its kernel is faster, measured
 # in this process: every steady plan in that range times both builds,
 # alternating (they compute the same values element for element), at its
-# first steps and again every REMEASURE_EVERY steps, and runs the faster; the
+# first steps, REMEASURE_FIRST steps later and then every REMEASURE_EVERY
+# steps, and runs the faster; the
 # general path takes the last choice measured for its class (algorithm,
 # dtype, the powers of two of its element and segment counts).  Where the
 # break-even lies depends on the algorithm (sqrt and division make Adam
@@ -914,8 +915,9 @@ def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray, dtype=np.float32):
 MEASURE_MIN = 4096          # below: serial (a parallel launch costs more than the loop)
 MEASURE_MAX = 1 << 22       # from here on: parallel (memory-bound at any load)
 MEASURE_ROUNDS = 4          # timed steps of each build
-REMEASURE_FIRST = 48        # steps to the second measurement of a new plan (the
-                            # first may run beside another pool's spinning threads)
+# steps to a new plan's second measurement: the first may have run beside
+# another thread pool's spinning threads (torch's OpenMP keeps spinning)
+REMEASURE_FIRST = 48
 REMEASURE_EVERY = 4096      # steps between later measurements
 _PATHS: dict = {}           # path class -> True (parallel) / False (serial)
 
@@ -930,24 +932,26 @@ def _runs_parallel(spec: AlgorithmSpec, seg: np.ndarray, dtype) -> bool:
     ``config.runs_parallel`` with a fixed ``config.PARALLEL_THRESHOLD``;
     otherwise the measured choice of its class where there is one, else
     the default threshold."""
-    if not config.parallel_allowed():
-        return False
     total = int(seg[:, 3].sum())
-    if config.PARALLEL_THRESHOLD is not None:
-        return total >= config.PARALLEL_THRESHOLD
-    if total < MEASURE_MIN:
-        return False
-    if total >= MEASURE_MAX:
-        return True
+    if not _measured(total):
+        return config.runs_parallel(total) if config.PARALLEL_THRESHOLD is not None \
+            else total >= MEASURE_MAX and config.parallel_allowed()
     choice = _PATHS.get(_path_class(spec, seg, dtype))
     return total >= config.DEFAULT_PARALLEL_THRESHOLD if choice is None else choice
+
+
+def _measured(total: int) -> bool:
+    """Whether a step over ``total`` elements takes the measured choice."""
+    return (config.PARALLEL_THRESHOLD is None and MEASURE_MIN <= total < MEASURE_MAX
+            and config.parallel_allowed())
 
 
 class _Measure:
     """A steady plan's serial/parallel choice by measurement (see _PATHS):
     it times both builds of its kernel over ``MEASURE_ROUNDS`` steps each,
-    alternating, runs the faster one, and measures again every
-    ``REMEASURE_EVERY`` steps (the machine's load changes)."""
+    alternating, runs the faster one, and measures again after
+    ``REMEASURE_FIRST`` steps, then every ``REMEASURE_EVERY`` steps (the
+    machine's load changes)."""
 
     __slots__ = ("key", "paths", "times", "left", "until", "won", "rounds")
 
@@ -970,8 +974,7 @@ class _Measure:
     def of(spec: AlgorithmSpec, seg: np.ndarray, dtype) -> "_Measure | None":
         """The measuring a steady plan over ``seg`` does, or None: its size is
         outside the measured range, or the threshold is fixed."""
-        if (config.PARALLEL_THRESHOLD is not None or not config.parallel_allowed()
-                or not MEASURE_MIN <= int(seg[:, 3].sum()) < MEASURE_MAX):
+        if not _measured(int(seg[:, 3].sum())):
             return None
         return _Measure(_path_class(spec, seg, dtype), spec, seg)
 
