@@ -29,10 +29,10 @@ flags
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-__all__ = ["StateSpec", "ScalarStateSpec", "AlgorithmSpec", "REGISTRY", "register", "get",
-           "DENSIFY"]
+__all__ = ["StateSpec", "ScalarStateSpec", "AlgorithmSpec", "SteadyRow", "REGISTRY", "register",
+           "get", "DENSIFY"]
 
 #: What an :attr:`AlgorithmSpec.sparse` handler returns to have a sparse
 #: gradient densified and stepped by the element-wise kernel.
@@ -127,6 +127,9 @@ class AlgorithmSpec:
         np.float64); the engine stores ``new`` rounded to ``dtype``.
     extra : mapping
         Algorithm-specific facts for tools (benchmarks, docs).
+    steady_row : SteadyRow or None
+        The compiled scalar row of a steady step with float hyper-parameters
+        (see :class:`SteadyRow`); None: the Python :attr:`scalars` always.
     sparse : callable or None
         How the algorithm takes a sparse gradient (:class:`nbopt.SparseGrad`).
         None: it does not, and a step with one raises torch's
@@ -155,10 +158,34 @@ class AlgorithmSpec:
     n_scalars: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
     sparse: Callable[[Mapping, Any], Any] | None = None
+    steady_row: "SteadyRow | None" = None
 
     @property
     def state_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.state)
+
+
+class SteadyRow(NamedTuple):
+    """An algorithm's scalar row computed in one compiled call by the steady
+    path (:class:`nbopt.engine._Steady`), for the common case of float
+    hyper-parameters.
+
+    ``keys``: the group options the row reads (and those that send it to the
+    Python maths, e.g. ``fused``); ``hyper(values)``: from the options'
+    values in ``keys`` order, the row's float arguments, or None where the
+    Python maths must run (a Tensor hyper-parameter, an option outside the
+    range torch's constructor accepts, a special mode); called only when a
+    value changed.  ``row(out, steps, *scalar_state, new, *hyper)``: a
+    compiled function that writes the row for the step after ``steps`` into
+    the table ``out`` and the advanced scalar state (rounded to its dtype)
+    into the float64 array ``new`` (only with scalar state), returning the
+    step count ``t``, or 0.0 where the Python maths must decide (a value not
+    finite); it modifies nothing else.  Its numbers are :attr:`AlgorithmSpec.scalars`'
+    bit for bit (tests/test_steady_row.py)."""
+
+    keys: tuple
+    hyper: Callable[[tuple], Any]
+    row: Any
 
 
 REGISTRY: dict[str, AlgorithmSpec] = {}

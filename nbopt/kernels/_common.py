@@ -295,6 +295,52 @@ def power(x, y):
     return x ** y
 
 
+# -- the steady path's compiled scalar row ------------------------------------
+# A steady step of float hyper-parameters (the common case) computes its
+# kernel's scalar row in one compiled call (AlgorithmSpec.steady_row): the
+# host maths the class path and the functional steps share, ~0.6-1.8 us a
+# step less than the same maths in Python.
+
+def plain_floats(*values):
+    """``values`` as floats when each is a Python ``int`` or ``float`` (not a
+    bool, not an array: a Tensor hyper-parameter takes the Python maths),
+    else None."""
+    for v in values:
+        kind = type(v)
+        if kind is not float and kind is not int:
+            return None
+    try:
+        return tuple(map(float, values))
+    except OverflowError:        # an int beyond float: the Python maths raises
+        return None
+
+
+@register_jitable
+def steady_t(steps):
+    """The step count after this step's increment from a group's float32
+    step counts (all equal: the steady plan checked), as the engine counts
+    (exact below 2**24, rounded to float32 above); writes nothing."""
+    t = np.float64(steps[0]) + 1.0
+    if t > 16777216.0:
+        t = np.float64(np.float32(t))
+    return t
+
+
+@register_jitable
+def store_row(out, row, t):
+    """Write the float64 scalar ``row`` into every row of the table ``out``,
+    rounded to its dtype, and return ``t``; return 0.0 and write nothing if a
+    value is not finite: the Python maths then runs, and raises where torch
+    raises (a division by zero, an overflowing power)."""
+    for k in range(len(row)):
+        if not np.isfinite(row[k]):
+            return 0.0
+    for r in range(out.shape[0]):
+        for k in range(len(row)):
+            out[r, k] = row[k]
+    return t
+
+
 # the C runtime's pow, under a name LLVM does not know (it would rewrite a
 # call to "pow" as it rewrites its intrinsic); registered at import, so that
 # kernels loaded from Numba's cache find it too

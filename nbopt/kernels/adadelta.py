@@ -21,9 +21,9 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from ..registry import AlgorithmSpec, StateSpec, register
+from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
 from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, next_step_jit,
-                      real_flat, to_scalar)
+                      plain_floats, real_flat, steady_t, store_row, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -143,6 +143,20 @@ The update is the class's (see the module docstring); C-contiguous float32,
 float64 or complex arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _adadelta_hyper(values):
+    return plain_floats(*values)
+
+
+def _adadelta_row(out, steps, lr, rho, eps, wd):
+    return store_row(out, adadelta_host(lr, rho, eps, wd), steady_t(steps))
+
+
+ADADELTA_ROW = SteadyRow(("lr", "rho", "eps", "weight_decay"), _adadelta_hyper,
+                         _jit(_adadelta_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="adadelta",
     state=(StateSpec("square_avg"), StateSpec("acc_delta")),
@@ -152,4 +166,5 @@ SPEC = register(AlgorithmSpec(
     cpu=adadelta_cpu,
     cuda=adadelta_cuda,
     n_scalars=5,
+    steady_row=ADADELTA_ROW,
 ))

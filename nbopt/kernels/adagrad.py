@@ -39,9 +39,9 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .. import config
-from ..registry import AlgorithmSpec, StateSpec, register
+from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
 from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, next_step_jit,
-                      real_flat, to_scalar)
+                      plain_floats, real_flat, steady_t, store_row, to_scalar)
 from ..parameter import DeviceParameter, SparseGrad
 from ._sparse import add_is_fused, memory_view, row_layout
 
@@ -311,6 +311,23 @@ eps=1e-10, maximize=False)``; ``state`` from :func:`adagrad_init`
 module docstring); C-contiguous float32, float64 or complex arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _adagrad_hyper(values):
+    h = plain_floats(*values)
+    # lr_decay >= 0 (torch's range): the decayed rate's divisor is >= 1
+    return h if h is not None and h[1] >= 0.0 else None
+
+
+def _adagrad_row(out, steps, lr, lr_decay, eps, wd):
+    t = steady_t(steps)
+    return store_row(out, adagrad_host(lr, lr_decay, eps, wd, t), t)
+
+
+ADAGRAD_ROW = SteadyRow(("lr", "lr_decay", "eps", "weight_decay"), _adagrad_hyper,
+                        _jit(_adagrad_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="adagrad",
     state=(StateSpec("sum", init=_initial_sum),),
@@ -321,4 +338,5 @@ SPEC = register(AlgorithmSpec(
     cuda=adagrad_cuda,
     n_scalars=3,
     sparse=adagrad_sparse,
+    steady_row=ADAGRAD_ROW,
 ))

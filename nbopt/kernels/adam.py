@@ -26,10 +26,10 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel,
-                      fma, lerp, next_step_jit, power, real_flat, tensor_div, tensor_pow,
-                      tensor_value, to_scalar)
+from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
+from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
+                      lerp, next_step_jit, plain_floats, power, real_flat, steady_t, store_row,
+                      tensor_div, tensor_pow, tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -241,6 +241,26 @@ float64 or complex arrays."""
 adamw_step = _jit(_adamw_step)
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _adam_hyper(values):
+    lr, betas, wd, eps, fused, differentiable = values
+    if fused or differentiable or type(betas) is not tuple or len(betas) != 2:
+        return None
+    h = plain_floats(lr, betas[0], betas[1], wd, eps)
+    # torch's constructor ranges: the bias corrections are then positive
+    return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
+
+
+def _adam_row(out, steps, lr, beta1, beta2, wd, eps):
+    t = steady_t(steps)
+    return store_row(out, adam_host(lr, beta1, beta2, wd, eps, t), t)
+
+
+ADAM_ROW = SteadyRow(("lr", "betas", "weight_decay", "eps", "fused", "differentiable"),
+                     _adam_hyper, _jit(_adam_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="adam",
     state=(StateSpec("exp_avg"), StateSpec("exp_avg_sq"),
@@ -251,4 +271,5 @@ SPEC = register(AlgorithmSpec(
     cpu=adam_cpu,
     cuda=adam_cuda,
     n_scalars=8,
+    steady_row=ADAM_ROW,
 ))

@@ -22,9 +22,9 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel,
-                      fma, lerp, next_step_jit, real_flat, to_scalar)
+from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
+from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
+                      lerp, next_step_jit, plain_floats, real_flat, steady_t, store_row, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -154,6 +154,24 @@ weight_decay=0.0, maximize=False)``; ``state`` from :func:`adamax_init`
 module docstring); C-contiguous float32, float64 or complex arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _adamax_hyper(values):
+    lr, betas, eps, wd = values
+    if type(betas) is not tuple or len(betas) != 2:
+        return None
+    h = plain_floats(lr, betas[0], betas[1], eps, wd)
+    return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
+
+
+def _adamax_row(out, steps, lr, beta1, beta2, eps, wd):
+    t = steady_t(steps)
+    return store_row(out, adamax_host(lr, beta1, beta2, eps, wd, t), t)
+
+
+ADAMAX_ROW = SteadyRow(("lr", "betas", "eps", "weight_decay"), _adamax_hyper, _jit(_adamax_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="adamax",
     state=(StateSpec("exp_avg"), StateSpec("exp_inf")),
@@ -163,4 +181,5 @@ SPEC = register(AlgorithmSpec(
     cpu=adamax_cpu,
     cuda=adamax_cuda,
     n_scalars=5,
+    steady_row=ADAMAX_ROW,
 ))

@@ -29,10 +29,10 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
-                      next_step_jit, power, real_flat, tensor_div, tensor_pow, tensor_value,
-                      to_scalar)
+from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, SteadyRow, register
+from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, next_step_jit,
+                      plain_floats, power, real_flat, steady_t, store_row, tensor_div, tensor_pow,
+                      tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -228,6 +228,32 @@ them) at the new step count ``t``.  The average ``ax`` stays in the state.
 C-contiguous float32, float64 or complex arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _asgd_hyper(values):
+    lr, lambd, alpha, t0, wd, foreach = values
+    if foreach:
+        return None
+    h = plain_floats(lr, lambd, alpha, t0, wd)
+    # 1 + lambd * lr * t >= 1: its power is positive
+    return h if h is not None and h[0] >= 0.0 and h[1] >= 0.0 and h[2] >= 0.0 else None
+
+
+def _asgd_row(out, steps, eta, mu, new, lr, lambd, alpha, t0, wd):
+    t = steady_t(steps)
+    new_eta, new_mu = asgd_eta_mu(lr, lambd, alpha, t0, t)
+    if new_eta == 0.0 and lr != 0.0:
+        return 0.0          # the power overflowed: CPython's ** raises
+    # torch.as_tensor rounds them to float32; the state's dtype keeps that
+    new[0] = np.float32(new_eta)
+    new[1] = np.float32(new_mu)
+    return store_row(out, asgd_host(wd, lambd, np.float64(eta[0]), np.float64(mu[0])), t)
+
+
+ASGD_ROW = SteadyRow(("lr", "lambd", "alpha", "t0", "weight_decay", "foreach"), _asgd_hyper,
+                     _jit(_asgd_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="asgd",
     state=(StateSpec("ax"),),
@@ -240,4 +266,5 @@ SPEC = register(AlgorithmSpec(
                   ScalarStateSpec("mu", init=1.0)),
     advance=asgd_advance,
     n_scalars=5,
+    steady_row=ASGD_ROW,
 ))

@@ -38,10 +38,10 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, register
-from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel,
-                      fma, lerp, next_step_jit, power, real_flat, tensor_div, tensor_value,
-                      to_scalar)
+from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, SteadyRow, register
+from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
+                      lerp, next_step_jit, plain_floats, power, real_flat, steady_t, store_row,
+                      tensor_div, tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -250,6 +250,30 @@ advances it).  The update is the class's (see the module docstring);
 C-contiguous float32, float64 or complex arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _nadam_hyper(values):
+    lr, betas, wd, eps, momentum_decay, differentiable = values
+    if differentiable or type(betas) is not tuple or len(betas) != 2:
+        return None
+    h = plain_floats(lr, betas[0], betas[1], wd, eps, momentum_decay)
+    return h if (h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0
+                 and h[5] >= 0.0) else None
+
+
+def _nadam_row(out, steps, mu_product, new, lr, beta1, beta2, wd, eps, momentum_decay):
+    t = steady_t(steps)
+    # nadam_advance: ``mu_product *= mu`` in the stored dtype
+    mp = mu_product[0] * cast_like(nadam_mu(beta1, momentum_decay, t), mu_product)
+    new[0] = mp
+    return store_row(out, nadam_host(lr, beta1, beta2, wd, eps, momentum_decay, t,
+                                     np.float64(mp)), t)
+
+
+NADAM_ROW = SteadyRow(("lr", "betas", "weight_decay", "eps", "momentum_decay", "differentiable"),
+                      _nadam_hyper, _jit(_nadam_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="nadam",
     state=(StateSpec("exp_avg"), StateSpec("exp_avg_sq")),
@@ -261,4 +285,5 @@ SPEC = register(AlgorithmSpec(
     scalar_state=(ScalarStateSpec("mu_product", init=1.0),),
     advance=nadam_advance,
     n_scalars=9,
+    steady_row=NADAM_ROW,
 ))

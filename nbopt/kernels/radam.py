@@ -37,9 +37,10 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel,
-                      fma, lerp, next_step_jit, power, real_flat, tensor_value, to_scalar)
+from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
+from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
+                      lerp, next_step_jit, plain_floats, power, real_flat, steady_t, store_row,
+                      tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -251,6 +252,26 @@ class's (see the module docstring); C-contiguous float32, float64 or complex
 arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _radam_hyper(values):
+    lr, betas, wd, eps, foreach = values
+    if foreach or type(betas) is not tuple or len(betas) != 2:
+        return None
+    h = plain_floats(lr, betas[0], betas[1], wd, eps)
+    # torch's constructor ranges: no division by zero in the rectification
+    return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
+
+
+def _radam_row(out, steps, lr, beta1, beta2, wd, eps):
+    t = steady_t(steps)
+    return store_row(out, radam_host(lr, beta1, beta2, wd, eps, t), t)
+
+
+RADAM_ROW = SteadyRow(("lr", "betas", "weight_decay", "eps", "foreach"), _radam_hyper,
+                      _jit(_radam_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="radam",
     state=(StateSpec("exp_avg"), StateSpec("exp_avg_sq")),
@@ -260,4 +281,5 @@ SPEC = register(AlgorithmSpec(
     cpu=radam_cpu,
     cuda=radam_cuda,
     n_scalars=12,
+    steady_row=RADAM_ROW,
 ))

@@ -29,9 +29,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload, register_jitable
 
-from ..registry import AlgorithmSpec, StateSpec, register
+from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
 from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, lerp,
-                      next_step_jit, real_flat, to_scalar)
+                      next_step_jit, plain_floats, real_flat, steady_t, store_row, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -241,6 +241,20 @@ same ``momentum > 0`` and ``centered``.  The update is the class's (see the
 module docstring); C-contiguous float32, float64 or complex arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _rmsprop_hyper(values):
+    return plain_floats(*values)
+
+
+def _rmsprop_row(out, steps, lr, alpha, eps, wd, momentum):
+    return store_row(out, rmsprop_host(lr, alpha, eps, wd, momentum), steady_t(steps))
+
+
+RMSPROP_ROW = SteadyRow(("lr", "alpha", "eps", "weight_decay", "momentum"), _rmsprop_hyper,
+                        _jit(_rmsprop_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="rmsprop",
     state=(StateSpec("square_avg"),
@@ -252,4 +266,5 @@ SPEC = register(AlgorithmSpec(
     cpu=rmsprop_cpu,
     cuda=rmsprop_cuda,
     n_scalars=6,
+    steady_row=RMSPROP_ROW,
 ))

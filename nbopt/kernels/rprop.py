@@ -24,9 +24,9 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
 
-from ..registry import AlgorithmSpec, StateSpec, register
+from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
 from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, next_step_jit,
-                      real_flat, to_scalar)
+                      plain_floats, real_flat, steady_t, store_row, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -185,6 +185,24 @@ update is the class's (see the module docstring); C-contiguous float32,
 float64 or complex arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _rprop_hyper(values):
+    etas, step_sizes = values
+    if type(etas) is not tuple or type(step_sizes) is not tuple \
+            or len(etas) != 2 or len(step_sizes) != 2:
+        return None
+    return plain_floats(*etas, *step_sizes)
+
+
+def _rprop_row(out, steps, etaminus, etaplus, step_size_min, step_size_max):
+    return store_row(out, rprop_host(etaminus, etaplus, step_size_min, step_size_max),
+                     steady_t(steps))
+
+
+RPROP_ROW = SteadyRow(("etas", "step_sizes"), _rprop_hyper, _jit(_rprop_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="rprop",
     state=(StateSpec("prev"), StateSpec("step_size", init=_initial_step_size)),
@@ -194,4 +212,5 @@ SPEC = register(AlgorithmSpec(
     cpu=rprop_cpu,
     cuda=rprop_cuda,
     n_scalars=6,
+    steady_row=RPROP_ROW,
 ))

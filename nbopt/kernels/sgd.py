@@ -19,9 +19,9 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload, register_jitable
 from llvmlite import ir
 
-from ..registry import AlgorithmSpec, StateSpec, register
-from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, real_flat,
-                      to_scalar)
+from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
+from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, plain_floats,
+                      real_flat, steady_t, store_row, to_scalar)
 from ._sparse import sgd_sparse
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
@@ -251,6 +251,19 @@ weight_decay=0.0, nesterov=False, maximize=False)``; ``state`` from
 the module docstring); C-contiguous float32, float64 or complex arrays."""
 
 
+# -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
+
+def _sgd_hyper(values):
+    return plain_floats(*values)
+
+
+def _sgd_row(out, steps, lr, momentum, dampening, wd):
+    return store_row(out, sgd_host(lr, momentum, dampening, wd, False), steady_t(steps))
+
+
+SGD_ROW = SteadyRow(("lr", "momentum", "dampening", "weight_decay"), _sgd_hyper, _jit(_sgd_row))
+
+
 SPEC = register(AlgorithmSpec(
     name="sgd",
     state=(StateSpec("momentum_buffer", when=lambda group: group["momentum"] != 0),),
@@ -261,4 +274,5 @@ SPEC = register(AlgorithmSpec(
     cuda=sgd_cuda,
     n_scalars=5,
     sparse=sgd_sparse,
+    steady_row=SGD_ROW,
 ))
