@@ -915,6 +915,13 @@ def _launch_shape(spec: AlgorithmSpec, seg: np.ndarray, dtype=np.float32):
 MEASURE_MIN = 4096          # below: serial (a parallel launch costs more than the loop)
 MEASURE_MAX = 1 << 22       # from here on: parallel (memory-bound at any load)
 MEASURE_ROUNDS = 4          # timed steps of each build
+# Each build runs in blocks of MEASURE_BLOCK consecutive steps, blocks
+# alternating, and the first step of a block is not timed: it pays for the
+# switch (after a parallel step the other core's cache holds half of the
+# data, after a serial one this core's holds all of it).  Timed alternately,
+# step by step, SGD over 10 x 1k ran 2x slower serially than it runs.
+MEASURE_BLOCK = 3
+MEASURE_STEPS = 2 * MEASURE_ROUNDS * MEASURE_BLOCK // (MEASURE_BLOCK - 1)
 # steps to a new plan's second measurement: the first may have run beside
 # another thread pool's spinning threads (torch's OpenMP keeps spinning)
 REMEASURE_FIRST = 48
@@ -949,7 +956,8 @@ def _measured(total: int) -> bool:
 class _Measure:
     """A steady plan's serial/parallel choice by measurement (see _PATHS):
     it times both builds of its kernel over ``MEASURE_ROUNDS`` steps each,
-    alternating, runs the faster one, and measures again after
+    in alternating blocks (see MEASURE_BLOCK), runs the faster one, and
+    measures again after
     ``REMEASURE_FIRST`` steps, then every ``REMEASURE_EVERY`` steps (the
     machine's load changes)."""
 
@@ -975,7 +983,7 @@ class _Measure:
 
     def _restart(self) -> None:
         self.times = ([], [])
-        self.left = 2 * MEASURE_ROUNDS
+        self.left = MEASURE_STEPS
 
     @staticmethod
     def of(spec: AlgorithmSpec, seg: np.ndarray, dtype) -> "_Measure | None":
@@ -999,12 +1007,16 @@ class _Measure:
                 return
             self._restart()
         self.left -= 1
-        parallel = self.left % 2
+        i = MEASURE_STEPS - 1 - self.left
+        parallel = (i // MEASURE_BLOCK) % 2
         kernel, chunks = self.paths[parallel]
         call = self.compiled[parallel] or kernel
-        start = time.perf_counter()
-        call(seg, chunks, *rest)
-        self.times[parallel].append(time.perf_counter() - start)
+        if i % MEASURE_BLOCK:
+            start = time.perf_counter()
+            call(seg, chunks, *rest)
+            self.times[parallel].append(time.perf_counter() - start)
+        else:
+            call(seg, chunks, *rest)        # the block's first step
         if call is kernel:
             self.compiled[parallel] = _entry_point(kernel, (seg, chunks, *rest))
         if not self.left:
@@ -1147,11 +1159,11 @@ class _Steady:
                 if s.wanted(group):
                     return False   # the slow path allocates, or raises torch's KeyError
             self.flags = None
+        if self.fast is not None and self._fast_row(group):
+            return True         # (it checked that the step counts and scalar state agree)
         for check, values in self.uniform:
             if not check(values):
                 return False
-        if self.fast is not None and self._fast_row(group):
-            return True
         # every step count is equal here; stored in float32, which rounds
         # ``step += 1`` as torch's float32 step does (exact below 2**24)
         t = self.steps.item(0) + 1.0
@@ -1240,10 +1252,18 @@ class _Steady:
         flags = self.flags
         if flags is None:
             flags = self.spec.flags(self.group)
-        if self.measure is None:
-            self.call(*self.head, *flags)
-            return
-        self.measure.run(self.seg, (self.scalars, *self.arrays, *flags))
+        measure = self.measure
+        if measure is not None:
+            if measure.left or measure.until <= 1 or measure.resolve:
+                # a measuring step (or the first of a known choice)
+                measure.run(self.seg, (self.scalars, *self.arrays, *flags))
+                if not measure.left and not measure.resolve:
+                    # chosen: call that build directly until it measures again
+                    self.call, chunks = measure.won
+                    self.head = (self.seg, chunks, self.scalars, *self.arrays)
+                return
+            measure.until -= 1
+        self.call(*self.head, *flags)
 
 
 _STRUCT_CODES = {np.float32: "f", np.float64: "d"}

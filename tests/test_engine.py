@@ -301,7 +301,7 @@ def test_measured_choice_times_both_builds_and_keeps_the_numbers(parallel_wins, 
 
     if not config.parallel_allowed():
         pytest.skip("this process runs serial kernels only (Numba threading layer)")
-    fixed, _, _ = _steps_of(20000, 14, monkeypatch, 1 << 62)       # serial throughout
+    fixed, _, _ = _steps_of(20000, 20, monkeypatch, 1 << 62)       # serial throughout
     # a clock that the builds advance by a set cost each: the wanted one is faster
     now = [0.0]
     cost = {1: 1.0, 0: 2.0} if parallel_wins else {1: 2.0, 0: 1.0}
@@ -321,12 +321,15 @@ def test_measured_choice_times_both_builds_and_keeps_the_numbers(parallel_wins, 
         self.paths = tuple((timed(k, par), c) for par, (k, c) in enumerate(self.paths))
 
     monkeypatch.setattr(engine._Measure, "__init__", init)
-    measured, opt, paths = _steps_of(20000, 14, monkeypatch, None, clock=lambda: now[0])
+    measured, opt, paths = _steps_of(20000, 20, monkeypatch, None, clock=lambda: now[0])
     np.testing.assert_array_equal(measured, fixed)  # both builds compute the same values
-    timed = builds[:2 * engine.MEASURE_ROUNDS]
-    assert timed.count(1) == timed.count(0) == engine.MEASURE_ROUNDS
+    timed = builds[:engine.MEASURE_STEPS]
+    # alternating blocks of consecutive steps of one build
+    block = engine.MEASURE_BLOCK
+    assert timed[:2 * block] == [0] * block + [1] * block
+    assert timed.count(1) == timed.count(0) == engine.MEASURE_STEPS // 2
     assert list(paths.values()) == [parallel_wins]
-    assert set(builds[2 * engine.MEASURE_ROUNDS:]) == {int(parallel_wins)}   # then the winner
+    assert set(builds[engine.MEASURE_STEPS:]) == {int(parallel_wins)}   # then the winner
     # a new plan of the same class starts from the choice, and the general
     # path takes it too
     seg = opt._flat[0].flat[0]._steady.seg
@@ -358,9 +361,9 @@ def test_parallel_chunks_split_evenly_between_threads(monkeypatch):
         assert max(loads) - min(loads) <= 16 * len(chunks), loads
 
 
-@pytest.mark.parametrize("cls,key,value", [("Adam", "maximize", True), ("Adam", "weight_decay", 0.1),
-                                           ("SGD", "nesterov", True), ("RMSprop", "centered", True),
-                                           ("Adam", "amsgrad", True), ("AdamW", "lr", np.ones(1) * 0.01)])
+@pytest.mark.parametrize("cls,key,value", [
+    ("Adam", "maximize", True), ("Adam", "weight_decay", 0.1), ("SGD", "nesterov", True),
+    ("RMSprop", "centered", True), ("Adam", "amsgrad", True), ("AdamW", "lr", np.ones(1) * 0.01)])
 def test_steady_plan_follows_option_edits(cls, key, value):
     """The steady plan reuses its kernel flags while the options they read
     are unchanged: an edit between steps takes effect at the next step, as

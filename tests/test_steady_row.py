@@ -166,7 +166,8 @@ def test_an_error_in_the_host_maths_still_raises_before_anything_changes():
     # the compiled row must not hide it behind a finite eta of 0
     opt, _ = _steady_run("ASGD", dict(lr=0.01), 4)
     params = opt.param_groups[0]["params"]
-    before = [np.array(p) for p in params], {k: np.array(v) for k, v in opt.state[params[0]].items()}
+    state = opt.state[params[0]]
+    before = [np.array(p) for p in params], {k: np.array(v) for k, v in state.items()}
     opt.param_groups[0].update(lambd=1e300, alpha=4.0)
     with pytest.raises(OverflowError):
         opt.step()

@@ -224,7 +224,7 @@ def _bound(kernel, args: tuple, keep):
 
 
 def kernel_floor_calls(name: str, options: dict, values: list, grads: list, dtype: str,
-                       warmup: int = 3) -> dict:
+                       warmup: int = 10) -> dict:
     """The kernel floor of algorithm ``name`` (an nbopt class name) over the
     elements of ``values``/``grads`` laid end to end in ONE flat array:
     ``{variant: callable}``, each callable one step of the algorithm's own
@@ -237,7 +237,9 @@ def kernel_floor_calls(name: str, options: dict, values: list, grads: list, dtyp
     ``config.CHUNK_SIZE``, when that is another table).  The state starts as
     the optimizer starts it (``options`` as the optimizer takes them, its
     defaults for the rest) and has taken ``warmup`` steps, so that it holds
-    ordinary values (no zeros or denormals on special paths); the scalars are
+    ordinary values and takes the branches of a training run's steps (no
+    zeros or denormals on special paths; RAdam rectifies from step 6 with its
+    default betas, and its rectified step is the dearer one); the scalars are
     those of the next step.  ``{}`` for an algorithm without element-wise
     kernels (Adafactor, Muon).  Calls modify their own arrays only.
     """

@@ -318,8 +318,11 @@ def plain_floats(*values):
 @register_jitable
 def steady_t(steps):
     """The step count after this step's increment from a group's float32
-    step counts (all equal: the steady plan checked), as the engine counts
-    (exact below 2**24, rounded to float32 above); writes nothing."""
+    step counts, as the engine counts (exact below 2**24, rounded to float32
+    above); 0.0 unless all are equal (one row serves the group only then: a
+    user may write a step count in place).  Writes nothing."""
+    if not all_equal(steps):
+        return 0.0
     t = np.float64(steps[0]) + 1.0
     if t > 16777216.0:
         t = np.float64(np.float32(t))

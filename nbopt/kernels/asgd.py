@@ -30,9 +30,9 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, SteadyRow, register
-from ._common import (_jit, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma, next_step_jit,
-                      plain_floats, power, real_flat, steady_t, store_row, tensor_div, tensor_pow,
-                      tensor_value, to_scalar)
+from ._common import (_jit, all_equal, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
+                      next_step_jit, plain_floats, power, real_flat, steady_t, store_row,
+                      tensor_div, tensor_pow, tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -241,6 +241,8 @@ def _asgd_hyper(values):
 
 def _asgd_row(out, steps, eta, mu, new, lr, lambd, alpha, t0, wd):
     t = steady_t(steps)
+    if not all_equal(eta) or not all_equal(mu):
+        return 0.0          # one row needs one value of the scalar state
     new_eta, new_mu = asgd_eta_mu(lr, lambd, alpha, t0, t)
     if new_eta == 0.0 and lr != 0.0:
         return 0.0          # the power overflowed: CPython's ** raises

@@ -39,9 +39,9 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, SteadyRow, register
-from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
-                      lerp, next_step_jit, plain_floats, power, real_flat, steady_t, store_row,
-                      tensor_div, tensor_value, to_scalar)
+from ._common import (_jit, all_equal, bias_correction, cast_like, chunk_views, cpu_kernels,
+                      cuda_kernel, fma, lerp, next_step_jit, plain_floats, power, real_flat,
+                      steady_t, store_row, tensor_div, tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -263,6 +263,8 @@ def _nadam_hyper(values):
 
 def _nadam_row(out, steps, mu_product, new, lr, beta1, beta2, wd, eps, momentum_decay):
     t = steady_t(steps)
+    if not all_equal(mu_product):
+        return 0.0          # one row needs one value of the scalar state
     # nadam_advance: ``mu_product *= mu`` in the stored dtype
     mp = mu_product[0] * cast_like(nadam_mu(beta1, momentum_decay, t), mu_product)
     new[0] = mp
