@@ -503,7 +503,8 @@ workload_list.__name__ = "workload list"
 
 def _interleaved_medians(fns: dict, repeat: int, budget: float = 3.0) -> dict:
     """Median time per call of each callable, measured in interleaved rounds so
-    that drifts of the machine hit all of them alike.
+    that drifts of the machine hit all of them alike, the order rotating
+    from round to round.
 
     In each round every callable runs one untimed call, then a timed block of
     calls lasting about 2 ms: the untimed call absorbs the switch from the
@@ -525,8 +526,13 @@ def _interleaved_medians(fns: dict, repeat: int, budget: float = 3.0) -> dict:
         blocks[name] = int(min(200, max(1, 2e-3 // max(one, 1e-7))))
     times = {name: [] for name in fns}
     start = time.perf_counter()
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeat):
+        # each round starts one later in the order: every callable follows
+        # each other one in some rounds (a pool's spinning threads, a
+        # contender's freed temporaries weigh on whatever runs next)
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[name]
             fn()
             k = blocks[name]
             t = time.perf_counter()
