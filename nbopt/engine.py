@@ -1063,7 +1063,8 @@ class _Steady:
                  "knobs", "grad_ids", "epoch", "uniform", "t", "new", "wide", "sarrays",
                  "stored", "rows", "per_slot", "regrads", "call", "pack", "measure",
                  "spec", "steps", "head", "flags", "options", "option_values", "fast",
-                 "fast_get", "fast_raw", "fast_h", "fast_head", "fast_call", "snew")
+                 "fast_get", "fast_raw", "fast_h", "fast_head", "fast_call", "snew",
+                 "committed")
 
     def __init__(self, fg, group, launch, arrays):
         kernel, seg, chunks, scalars = launch
@@ -1113,6 +1114,7 @@ class _Steady:
         # the compiled scalar row (AlgorithmSpec.steady_row): its float
         # arguments are converted again only when an option's value changes
         self.fast = fg.spec.steady_row if fg.device is None else None
+        self.committed = False      # this step's counts and scalar state are written
         if self.fast is not None:
             self.fast_get = operator.itemgetter(*self.fast.keys)
             self.fast_raw, self.fast_h = _NOT_READ, None
@@ -1132,10 +1134,12 @@ class _Steady:
             if all(map(_immutable, values if len(keys) > 1 else (values,))):
                 self.flags, self.options, self.option_values = flags, options, values
 
-    def ready(self, group) -> bool:
+    def ready(self, group, solo: bool = False) -> bool:
         """Whether the plan holds for this step of ``group`` (see the class
         docstring); if so, this step's scalars are computed (which may
-        raise), changing nothing but the plan.  One method: a 1k-element
+        raise), changing nothing but the plan, unless ``solo`` (the step's
+        only plan: nothing can fail after this) lets the compiled row write
+        the step counts and scalar state too.  One method: a 1k-element
         step costs ~3 us, a call ~0.1 us."""
         fg = self.fg
         epoch = Parameter._grad_epoch
@@ -1159,8 +1163,9 @@ class _Steady:
                 if s.wanted(group):
                     return False   # the slow path allocates, or raises torch's KeyError
             self.flags = None
-        if self.fast is not None and self._fast_row(group):
+        if self.fast is not None and self._fast_row(group, solo):
             return True         # (it checked that the step counts and scalar state agree)
+        self.committed = False
         for check, values in self.uniform:
             if not check(values):
                 return False
@@ -1194,7 +1199,7 @@ class _Steady:
         self.t, self.new = t, new
         return True
 
-    def _fast_row(self, group) -> bool:
+    def _fast_row(self, group, solo: bool) -> bool:
         """This step's scalars by the compiled row (see ``__init__``); False
         where the Python maths must run (an option that is not a plain
         float, a missing key, a value not finite: it raises, or computes,
@@ -1210,12 +1215,12 @@ class _Steady:
         if h is None:
             return False
         call = self.fast_call
-        t = call(*self.fast_head, *h)
+        t = call(*self.fast_head, solo, *h)
         if call is self.fast.row:
-            self.fast_call = _entry_point(call, (*self.fast_head, *h))
+            self.fast_call = _entry_point(call, (*self.fast_head, solo, *h))
         if not t:
             return False
-        self.t, self.new = t, self.snew
+        self.t, self.new, self.committed = t, self.snew, solo
         return True
 
     def _new_grads(self, fg, grads, ids, epoch) -> bool:
@@ -1246,9 +1251,10 @@ class _Steady:
             self.regrads = None
             if fg.device is not None:
                 self.kernel.segments_changed()
-        self.steps.fill(self.t)
-        for arr, value in zip(self.sarrays, self.new):
-            arr.fill(value)
+        if not self.committed:
+            self.steps.fill(self.t)
+            for arr, value in zip(self.sarrays, self.new):
+                arr.fill(value)
         flags = self.flags
         if flags is None:
             flags = self.spec.flags(self.group)

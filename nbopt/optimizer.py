@@ -634,9 +634,11 @@ class ElementwiseOptimizer(Optimizer):
                     return None
             elif not _same_params(group["params"], gp.snapshot, False):
                 return None
+            # the step's only plan writes its counts as it computes its row
+            solo = len(groups) == 1 and len(gp.flat) == 1
             for fg in gp.flat:
                 steady = fg._steady
-                if steady is None or fg._seen != seen or not steady.ready(group):
+                if steady is None or fg._seen != seen or not steady.ready(group, solo):
                     return None
                 plans.append(steady)
         return plans

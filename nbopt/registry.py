@@ -175,12 +175,15 @@ class SteadyRow(NamedTuple):
     values in ``keys`` order, the row's float arguments, or None where the
     Python maths must run (a Tensor hyper-parameter, an option outside the
     range torch's constructor accepts, a special mode); called only when a
-    value changed.  ``row(out, steps, *scalar_state, new, *hyper)``: a
-    compiled function that writes the row for the step after ``steps`` into
-    the table ``out`` and the advanced scalar state (rounded to its dtype)
-    into the float64 array ``new`` (only with scalar state), returning the
-    step count ``t``, or 0.0 where the Python maths must decide (a value not
-    finite); it modifies nothing else.  Its numbers are :attr:`AlgorithmSpec.scalars`'
+    value changed.  ``row(out, steps, *scalar_state, new, commit, *hyper)``:
+    a compiled function that writes the row for the step after ``steps``
+    into the table ``out`` and the advanced scalar state (rounded to its
+    dtype) into the float64 array ``new`` (only with scalar state), returning
+    the step count ``t``, or 0.0 where the Python maths must decide (step
+    counts or scalar state that disagree, a value not finite); it modifies
+    nothing else, unless ``commit``: then it also writes ``t`` into
+    ``steps`` and the new scalar state into its arrays (when it returns
+    ``t``).  Its numbers are :attr:`AlgorithmSpec.scalars`'
     bit for bit (tests/test_steady_row.py)."""
 
     keys: tuple

@@ -65,7 +65,7 @@ def _compiled_row(spec, group, steps, sarrays, dtype):
     out = np.full((2, spec.n_scalars), -7, dtype)     # two rows: every row is written
     new = np.zeros(max(1, len(sarrays)))
     head = (out, steps, *sarrays, new) if sarrays else (out, steps)
-    return row.row(*head, *h), out, new
+    return row.row(*head, False, *h), out, new
 
 
 @pytest.mark.parametrize("cls", sorted(CASES))
@@ -120,8 +120,31 @@ def test_a_value_that_is_not_finite_leaves_the_row_to_python():
     row = spec.steady_row
     h = row.hyper(operator.itemgetter(*row.keys)(group))
     out = np.zeros((1, spec.n_scalars), np.float32)
-    assert row.row(out, np.zeros(1, np.float32), *h) == 0.0
-    assert not out.any(), "nothing written"
+    steps = np.zeros(1, np.float32)
+    assert row.row(out, steps, True, *h) == 0.0
+    assert not out.any() and not steps.any(), "nothing written"
+
+
+@pytest.mark.parametrize("cls", ["Adam", "NAdam", "ASGD"])
+def test_commit_writes_the_step_counts_and_scalar_state_of_the_python_path(cls):
+    spec, group = _setup(cls, CASES[cls](np.random.default_rng(5)))
+    row = spec.steady_row
+    h = row.hyper(operator.itemgetter(*row.keys)(group))
+    steps = np.full(3, 41, np.float32)
+    sarrays = [np.full(3, 0.3 + k, np.float32) for k in range(len(spec.scalar_state))]
+    t, want, new = _python_row(spec, group, steps, sarrays, _Stored32)
+    out = np.zeros((1, spec.n_scalars), np.float32)
+    head = (out, steps, *sarrays, np.zeros(len(sarrays))) if sarrays else (out, steps)
+    assert row.row(*head, True, *h) == t
+    assert (steps == np.float32(t)).all()
+    for arr, value in zip(sarrays, new):
+        assert (arr == np.float32(value)).all()
+    # step counts that disagree: the Python maths decides, nothing is written
+    steps[1] = 7
+    before = steps.copy(), [a.copy() for a in sarrays]
+    assert row.row(*head, True, *h) == 0.0
+    assert np.array_equal(steps, before[0])
+    assert all(np.array_equal(a, b) for a, b in zip(sarrays, before[1]))
 
 
 def _steady_run(cls, kwargs, steps, edits=lambda k, group: None, dtype=np.float32):
@@ -152,7 +175,7 @@ def test_steps_with_the_compiled_row_equal_the_python_maths(cls, dtype, monkeypa
     plan = opt._flat[0].flat[0]._steady
     assert plan is not None and plan.fast_call is not get(opt._algorithm).steady_row.row, \
         "the steady path ran the compiled row through its entry point"
-    monkeypatch.setattr(_Steady, "_fast_row", lambda self, group: False)
+    monkeypatch.setattr(_Steady, "_fast_row", lambda self, group, solo: False)
     ref_opt, ref = _steady_run(cls, kwargs, 14, _schedule, dtype)
     for a, b in zip(fast, ref):
         assert a.tobytes() == b.tobytes()

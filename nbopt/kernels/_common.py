@@ -330,17 +330,24 @@ def steady_t(steps):
 
 
 @register_jitable
-def store_row(out, row, t):
+def store_row(out, row, t, steps, commit):
     """Write the float64 scalar ``row`` into every row of the table ``out``,
-    rounded to its dtype, and return ``t``; return 0.0 and write nothing if a
+    rounded to its dtype, and return ``t``; with ``commit`` (the step's only
+    plan: nothing can fail after it) also write ``t`` into the step counts.
+    Return 0.0 and write nothing if ``t`` is 0.0 (see :func:`steady_t`) or a
     value is not finite: the Python maths then runs, and raises where torch
     raises (a division by zero, an overflowing power)."""
+    if t == 0.0:
+        return 0.0
     for k in range(len(row)):
         if not np.isfinite(row[k]):
             return 0.0
     for r in range(out.shape[0]):
         for k in range(len(row)):
             out[r, k] = row[k]
+    if commit:
+        for i in range(steps.shape[0]):
+            steps[i] = t
     return t
 
 

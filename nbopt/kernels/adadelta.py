@@ -149,8 +149,8 @@ def _adadelta_hyper(values):
     return plain_floats(*values)
 
 
-def _adadelta_row(out, steps, lr, rho, eps, wd):
-    return store_row(out, adadelta_host(lr, rho, eps, wd), steady_t(steps))
+def _adadelta_row(out, steps, commit, lr, rho, eps, wd):
+    return store_row(out, adadelta_host(lr, rho, eps, wd), steady_t(steps), steps, commit)
 
 
 ADADELTA_ROW = SteadyRow(("lr", "rho", "eps", "weight_decay"), _adadelta_hyper,

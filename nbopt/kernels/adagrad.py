@@ -319,9 +319,9 @@ def _adagrad_hyper(values):
     return h if h is not None and h[1] >= 0.0 else None
 
 
-def _adagrad_row(out, steps, lr, lr_decay, eps, wd):
+def _adagrad_row(out, steps, commit, lr, lr_decay, eps, wd):
     t = steady_t(steps)
-    return store_row(out, adagrad_host(lr, lr_decay, eps, wd, t), t)
+    return store_row(out, adagrad_host(lr, lr_decay, eps, wd, t), t, steps, commit)
 
 
 ADAGRAD_ROW = SteadyRow(("lr", "lr_decay", "eps", "weight_decay"), _adagrad_hyper,

@@ -252,9 +252,9 @@ def _adam_hyper(values):
     return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
 
 
-def _adam_row(out, steps, lr, beta1, beta2, wd, eps):
+def _adam_row(out, steps, commit, lr, beta1, beta2, wd, eps):
     t = steady_t(steps)
-    return store_row(out, adam_host(lr, beta1, beta2, wd, eps, t), t)
+    return store_row(out, adam_host(lr, beta1, beta2, wd, eps, t), t, steps, commit)
 
 
 ADAM_ROW = SteadyRow(("lr", "betas", "weight_decay", "eps", "fused", "differentiable"),

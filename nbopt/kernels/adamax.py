@@ -164,9 +164,9 @@ def _adamax_hyper(values):
     return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
 
 
-def _adamax_row(out, steps, lr, beta1, beta2, eps, wd):
+def _adamax_row(out, steps, commit, lr, beta1, beta2, eps, wd):
     t = steady_t(steps)
-    return store_row(out, adamax_host(lr, beta1, beta2, eps, wd, t), t)
+    return store_row(out, adamax_host(lr, beta1, beta2, eps, wd, t), t, steps, commit)
 
 
 ADAMAX_ROW = SteadyRow(("lr", "betas", "eps", "weight_decay"), _adamax_hyper, _jit(_adamax_row))

@@ -239,7 +239,7 @@ def _asgd_hyper(values):
     return h if h is not None and h[0] >= 0.0 and h[1] >= 0.0 and h[2] >= 0.0 else None
 
 
-def _asgd_row(out, steps, eta, mu, new, lr, lambd, alpha, t0, wd):
+def _asgd_row(out, steps, eta, mu, new, commit, lr, lambd, alpha, t0, wd):
     t = steady_t(steps)
     if not all_equal(eta) or not all_equal(mu):
         return 0.0          # one row needs one value of the scalar state
@@ -249,7 +249,12 @@ def _asgd_row(out, steps, eta, mu, new, lr, lambd, alpha, t0, wd):
     # torch.as_tensor rounds them to float32; the state's dtype keeps that
     new[0] = np.float32(new_eta)
     new[1] = np.float32(new_mu)
-    return store_row(out, asgd_host(wd, lambd, np.float64(eta[0]), np.float64(mu[0])), t)
+    t = store_row(out, asgd_host(wd, lambd, np.float64(eta[0]), np.float64(mu[0])), t, steps,
+                  commit)
+    if t and commit:
+        eta[:] = new[0]
+        mu[:] = new[1]
+    return t
 
 
 ASGD_ROW = SteadyRow(("lr", "lambd", "alpha", "t0", "weight_decay", "foreach"), _asgd_hyper,

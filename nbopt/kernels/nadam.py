@@ -261,15 +261,18 @@ def _nadam_hyper(values):
                  and h[5] >= 0.0) else None
 
 
-def _nadam_row(out, steps, mu_product, new, lr, beta1, beta2, wd, eps, momentum_decay):
+def _nadam_row(out, steps, mu_product, new, commit, lr, beta1, beta2, wd, eps, momentum_decay):
     t = steady_t(steps)
     if not all_equal(mu_product):
         return 0.0          # one row needs one value of the scalar state
     # nadam_advance: ``mu_product *= mu`` in the stored dtype
     mp = mu_product[0] * cast_like(nadam_mu(beta1, momentum_decay, t), mu_product)
     new[0] = mp
-    return store_row(out, nadam_host(lr, beta1, beta2, wd, eps, momentum_decay, t,
-                                     np.float64(mp)), t)
+    t = store_row(out, nadam_host(lr, beta1, beta2, wd, eps, momentum_decay, t,
+                                  np.float64(mp)), t, steps, commit)
+    if t and commit:
+        mu_product[:] = mp
+    return t
 
 
 NADAM_ROW = SteadyRow(("lr", "betas", "weight_decay", "eps", "momentum_decay", "differentiable"),

@@ -263,9 +263,9 @@ def _radam_hyper(values):
     return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
 
 
-def _radam_row(out, steps, lr, beta1, beta2, wd, eps):
+def _radam_row(out, steps, commit, lr, beta1, beta2, wd, eps):
     t = steady_t(steps)
-    return store_row(out, radam_host(lr, beta1, beta2, wd, eps, t), t)
+    return store_row(out, radam_host(lr, beta1, beta2, wd, eps, t), t, steps, commit)
 
 
 RADAM_ROW = SteadyRow(("lr", "betas", "weight_decay", "eps", "foreach"), _radam_hyper,

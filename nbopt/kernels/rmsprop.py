@@ -247,8 +247,9 @@ def _rmsprop_hyper(values):
     return plain_floats(*values)
 
 
-def _rmsprop_row(out, steps, lr, alpha, eps, wd, momentum):
-    return store_row(out, rmsprop_host(lr, alpha, eps, wd, momentum), steady_t(steps))
+def _rmsprop_row(out, steps, commit, lr, alpha, eps, wd, momentum):
+    return store_row(out, rmsprop_host(lr, alpha, eps, wd, momentum), steady_t(steps),
+                     steps, commit)
 
 
 RMSPROP_ROW = SteadyRow(("lr", "alpha", "eps", "weight_decay", "momentum"), _rmsprop_hyper,

@@ -195,9 +195,9 @@ def _rprop_hyper(values):
     return plain_floats(*etas, *step_sizes)
 
 
-def _rprop_row(out, steps, etaminus, etaplus, step_size_min, step_size_max):
+def _rprop_row(out, steps, commit, etaminus, etaplus, step_size_min, step_size_max):
     return store_row(out, rprop_host(etaminus, etaplus, step_size_min, step_size_max),
-                     steady_t(steps))
+                     steady_t(steps), steps, commit)
 
 
 RPROP_ROW = SteadyRow(("etas", "step_sizes"), _rprop_hyper, _jit(_rprop_row))

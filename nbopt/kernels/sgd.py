@@ -257,8 +257,9 @@ def _sgd_hyper(values):
     return plain_floats(*values)
 
 
-def _sgd_row(out, steps, lr, momentum, dampening, wd):
-    return store_row(out, sgd_host(lr, momentum, dampening, wd, False), steady_t(steps))
+def _sgd_row(out, steps, commit, lr, momentum, dampening, wd):
+    return store_row(out, sgd_host(lr, momentum, dampening, wd, False), steady_t(steps),
+                     steps, commit)
 
 
 SGD_ROW = SteadyRow(("lr", "momentum", "dampening", "weight_decay"), _sgd_hyper, _jit(_sgd_row))
