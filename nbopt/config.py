@@ -13,8 +13,9 @@ reads them at every step).
     steps, 48 steps later and then every 4096 steps; they compute the same
     values; the general path takes the last choice of its class: algorithm,
     dtype and the powers of two of its element and segment counts), fewer
-    runs serial, more parallel; the other kernels (LBFGS, sparse rows, averaging) use
-    ``DEFAULT_PARALLEL_THRESHOLD`` (131072).  The break-even depends on the
+    runs serial, more parallel; LBFGS's passes use
+    ``LBFGS_PARALLEL_THRESHOLD`` (32768), the other kernels (sparse rows,
+    averaging, 8-bit state) ``DEFAULT_PARALLEL_THRESHOLD`` (131072).  The break-even depends on the
     algorithm's arithmetic, the cores and their load: on 2 quiet cores Adam
     float32 runs 2x faster in parallel from 30k elements, on loaded ones the
     parallel build can be slower up to 1M.
@@ -99,6 +100,12 @@ def _env_int(name: str, default: int | None) -> int | None:
 
 
 DEFAULT_PARALLEL_THRESHOLD = 1 << 17
+# LBFGS's flat-vector passes (the two-loop recursion, the memory update) go
+# parallel from here with PARALLEL_THRESHOLD None: measured on 2 cores
+# (``python -m nbopt bench-lbfgs --n 32768``/``65536``, history 10), the
+# parallel passes took 0.82x / 0.68x the serial ones' time at 32k / 64k
+# elements (float32), 0.66x / 0.58x in float64.
+LBFGS_PARALLEL_THRESHOLD = 1 << 15
 PARALLEL_THRESHOLD: int | None = _env_int("NBOPT_PARALLEL_THRESHOLD", None)
 CHUNK_SIZE: int = max(1, _env_int("NBOPT_CHUNK_SIZE", 1 << 15))
 CACHE: bool = _env_int("NBOPT_CACHE", 1) != 0
@@ -207,12 +214,15 @@ def threading_layer() -> str | None:
         return None
 
 
-def runs_parallel(n: int) -> bool:
+def runs_parallel(n: int, default: int | None = None) -> bool:
     """Whether a kernel over ``n`` elements runs its ``parallel=True`` build,
-    by the threshold (``PARALLEL_THRESHOLD``, or ``DEFAULT_PARALLEL_THRESHOLD``
-    when it is None): the test every serial/parallel choice in nbopt makes
-    but the element-wise engine's measured one (see ``PARALLEL_THRESHOLD``)."""
-    threshold = DEFAULT_PARALLEL_THRESHOLD if PARALLEL_THRESHOLD is None else PARALLEL_THRESHOLD
+    by the threshold (``PARALLEL_THRESHOLD``, or when it is None ``default``,
+    else ``DEFAULT_PARALLEL_THRESHOLD``): the test every serial/parallel
+    choice in nbopt makes but the element-wise engine's measured one (see
+    ``PARALLEL_THRESHOLD``)."""
+    threshold = PARALLEL_THRESHOLD
+    if threshold is None:
+        threshold = DEFAULT_PARALLEL_THRESHOLD if default is None else default
     return n >= threshold and parallel_allowed()
 
 

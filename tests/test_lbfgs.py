@@ -756,3 +756,18 @@ def test_steady_steps_allocate_no_flat_vectors(monkeypatch, line_search_fn):
     for _ in range(3):
         opt.step(closure)
     assert misses and not any(misses)
+
+
+def test_lbfgs_passes_go_parallel_from_their_own_threshold(monkeypatch):
+    """With the measured default (PARALLEL_THRESHOLD None) LBFGS's passes
+    take their own, lower threshold; a fixed PARALLEL_THRESHOLD wins."""
+    from nbopt.kernels import lbfgs as K
+
+    kernels = ("serial", "parallel")
+    monkeypatch.setattr(config, "PARALLEL_THRESHOLD", None)
+    parallel = "parallel" if config.parallel_allowed() else "serial"
+    assert config.LBFGS_PARALLEL_THRESHOLD < config.DEFAULT_PARALLEL_THRESHOLD
+    assert K.pick(kernels, config.LBFGS_PARALLEL_THRESHOLD) == parallel
+    assert K.pick(kernels, config.LBFGS_PARALLEL_THRESHOLD - 1) == "serial"
+    monkeypatch.setattr(config, "PARALLEL_THRESHOLD", 1 << 40)
+    assert K.pick(kernels, 1 << 20) == "serial"

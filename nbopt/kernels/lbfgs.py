@@ -526,9 +526,10 @@ def table_chunks(sizes: np.ndarray) -> np.ndarray:
 
 
 def pick(kernels, n: int):
-    """The serial kernel below ``config.PARALLEL_THRESHOLD`` elements, else the
+    """The serial kernel below ``config.PARALLEL_THRESHOLD`` elements
+    (``config.LBFGS_PARALLEL_THRESHOLD`` when that is None), else the
     parallel one (both give the same bits: the blocking is the same)."""
-    return kernels[1] if config.runs_parallel(n) else kernels[0]
+    return kernels[1] if config.runs_parallel(n, config.LBFGS_PARALLEL_THRESHOLD) else kernels[0]
 
 
 # -- CUDA ----------------------------------------------------------------------
