@@ -315,6 +315,17 @@ def plain_floats(*values):
         return None
 
 
+def lr_betas_floats(lr, betas, *rest):
+    """``(lr, beta1, beta2, *rest)`` as floats (see :func:`plain_floats`)
+    when ``betas`` is a tuple of two betas in torch's range ``[0, 1)`` (the
+    Adam family's bias corrections are then positive), else None; a list
+    could change in place, unseen."""
+    if type(betas) is not tuple or len(betas) != 2:
+        return None
+    h = plain_floats(lr, betas[0], betas[1], *rest)
+    return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
+
+
 @register_jitable
 def steady_t(steps):
     """The step count after this step's increment from a group's float32

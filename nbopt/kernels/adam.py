@@ -28,7 +28,7 @@ from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
 from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
-                      lerp, next_step_jit, plain_floats, power, real_flat, steady_t, store_row,
+                      lerp, lr_betas_floats, next_step_jit, power, real_flat, steady_t, store_row,
                       tensor_div, tensor_pow, tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
@@ -245,11 +245,7 @@ adamw_step = _jit(_adamw_step)
 
 def _adam_hyper(values):
     lr, betas, wd, eps, fused, differentiable = values
-    if fused or differentiable or type(betas) is not tuple or len(betas) != 2:
-        return None
-    h = plain_floats(lr, betas[0], betas[1], wd, eps)
-    # torch's constructor ranges: the bias corrections are then positive
-    return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
+    return None if fused or differentiable else lr_betas_floats(lr, betas, wd, eps)
 
 
 def _adam_row(out, steps, commit, lr, beta1, beta2, wd, eps):

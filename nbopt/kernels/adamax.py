@@ -24,7 +24,8 @@ from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
 from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
-                      lerp, next_step_jit, plain_floats, real_flat, steady_t, store_row, to_scalar)
+                      lerp, lr_betas_floats, next_step_jit, real_flat, steady_t, store_row,
+                      to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
 
@@ -158,10 +159,7 @@ module docstring); C-contiguous float32, float64 or complex arrays."""
 
 def _adamax_hyper(values):
     lr, betas, eps, wd = values
-    if type(betas) is not tuple or len(betas) != 2:
-        return None
-    h = plain_floats(lr, betas[0], betas[1], eps, wd)
-    return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
+    return lr_betas_floats(lr, betas, eps, wd)
 
 
 def _adamax_row(out, steps, commit, lr, beta1, beta2, eps, wd):

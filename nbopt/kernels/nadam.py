@@ -40,7 +40,7 @@ from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, ScalarStateSpec, StateSpec, SteadyRow, register
 from ._common import (_jit, all_equal, bias_correction, cast_like, chunk_views, cpu_kernels,
-                      cuda_kernel, fma, lerp, next_step_jit, plain_floats, power, real_flat,
+                      cuda_kernel, fma, lerp, lr_betas_floats, next_step_jit, power, real_flat,
                       steady_t, store_row, tensor_div, tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
@@ -254,11 +254,8 @@ C-contiguous float32, float64 or complex arrays."""
 
 def _nadam_hyper(values):
     lr, betas, wd, eps, momentum_decay, differentiable = values
-    if differentiable or type(betas) is not tuple or len(betas) != 2:
-        return None
-    h = plain_floats(lr, betas[0], betas[1], wd, eps, momentum_decay)
-    return h if (h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0
-                 and h[5] >= 0.0) else None
+    h = None if differentiable else lr_betas_floats(lr, betas, wd, eps, momentum_decay)
+    return h if h is not None and h[5] >= 0.0 else None
 
 
 def _nadam_row(out, steps, mu_product, new, commit, lr, beta1, beta2, wd, eps, momentum_decay):

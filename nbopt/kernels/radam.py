@@ -39,7 +39,7 @@ from numba.extending import register_jitable
 
 from ..registry import AlgorithmSpec, StateSpec, SteadyRow, register
 from ._common import (_jit, bias_correction, cast_like, chunk_views, cpu_kernels, cuda_kernel, fma,
-                      lerp, next_step_jit, plain_floats, power, real_flat, steady_t, store_row,
+                      lerp, lr_betas_floats, next_step_jit, power, real_flat, steady_t, store_row,
                       tensor_value, to_scalar)
 
 cuda = device_chunk = None   # bound when the CUDA kernel compiles (cuda_kernel)
@@ -256,11 +256,8 @@ arrays."""
 
 def _radam_hyper(values):
     lr, betas, wd, eps, foreach = values
-    if foreach or type(betas) is not tuple or len(betas) != 2:
-        return None
-    h = plain_floats(lr, betas[0], betas[1], wd, eps)
-    # torch's constructor ranges: no division by zero in the rectification
-    return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
+    # betas in torch's range: no division by zero in the rectification
+    return None if foreach else lr_betas_floats(lr, betas, wd, eps)
 
 
 def _radam_row(out, steps, commit, lr, beta1, beta2, wd, eps):
