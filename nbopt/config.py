@@ -15,10 +15,10 @@ reads them at every step).
     dtype and the powers of two of its element and segment counts), fewer
     runs serial, more parallel; LBFGS's passes use
     ``LBFGS_PARALLEL_THRESHOLD`` (32768), the other kernels (sparse rows,
-    averaging, 8-bit state) ``DEFAULT_PARALLEL_THRESHOLD`` (131072).  The break-even depends on the
-    algorithm's arithmetic, the cores and their load: on 2 quiet cores Adam
-    float32 runs 2x faster in parallel from 30k elements, on loaded ones the
-    parallel build can be slower up to 1M.
+    averaging, 8-bit state) ``DEFAULT_PARALLEL_THRESHOLD`` (131072).  The
+    break-even depends on the algorithm's arithmetic, the cores and their
+    load: on 2 quiet cores Adam float32 runs 2x faster in parallel from 30k
+    elements, on loaded ones the parallel build can be slower up to 1M.
 ``CHUNK_SIZE`` (``NBOPT_CHUNK_SIZE``, default 32768)
     The parallel kernels split the work into chunks of at most this many
     elements, so that one huge parameter and many tiny ones balance across
@@ -102,9 +102,9 @@ def _env_int(name: str, default: int | None) -> int | None:
 DEFAULT_PARALLEL_THRESHOLD = 1 << 17
 # LBFGS's flat-vector passes (the two-loop recursion, the memory update) go
 # parallel from here with PARALLEL_THRESHOLD None: measured on 2 cores
-# (``python -m nbopt bench-lbfgs --n 32768``/``65536``, history 10), the
-# parallel passes took 0.82x / 0.68x the serial ones' time at 32k / 64k
-# elements (float32), 0.66x / 0.58x in float64.
+# (``python -m nbopt bench-lbfgs --n 32768``/``65536``, history 10), an
+# iteration with parallel passes took 0.82x / 0.68x the time of one with
+# serial passes at 32k / 64k elements (float32), 0.66x / 0.58x in float64.
 LBFGS_PARALLEL_THRESHOLD = 1 << 15
 PARALLEL_THRESHOLD: int | None = _env_int("NBOPT_PARALLEL_THRESHOLD", None)
 CHUNK_SIZE: int = max(1, _env_int("NBOPT_CHUNK_SIZE", 1 << 15))

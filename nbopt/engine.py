@@ -1108,9 +1108,6 @@ class _Steady:
             _entry_point(kernel, (seg, chunks, self.scalars, *arrays, *fg.spec.flags(group)))
         self.measure = None if fg.device is not None else _Measure.of(fg.spec, seg, fg.dtype)
         self.head = (seg, chunks, self.scalars, *arrays)
-        # The group options the kernel flags and the absent state's wants
-        # read, when all are immutable values: while they are unchanged (one
-        # C-level read and comparison) the flags are reused (~0.3 us a step)
         # the compiled scalar row (AlgorithmSpec.steady_row): its float
         # arguments are converted again only when an option's value changes
         self.fast = fg.spec.steady_row if fg.device is None else None
@@ -1122,6 +1119,9 @@ class _Steady:
             self.fast_head = ((self.scalars, self.steps, *self.sarrays, self.snew) if self.sarrays
                               else (self.scalars, self.steps))
             self.fast_call = self.fast.row
+        # The group options the kernel flags and the absent state's wants
+        # read, when all are immutable values: while they are unchanged (one
+        # C-level read and comparison) the flags are reused (~0.3 us a step)
         self.flags = self.options = self.option_values = None
         read = _ReadKeys(group)
         flags = fg.spec.flags(read)

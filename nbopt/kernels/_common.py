@@ -301,10 +301,11 @@ def power(x, y):
 # host maths the class path and the functional steps share, ~0.6-1.8 us a
 # step less than the same maths in Python.
 
-def plain_floats(*values):
-    """``values`` as floats when each is a Python ``int`` or ``float`` (not a
-    bool, not an array: a Tensor hyper-parameter takes the Python maths),
-    else None."""
+def plain_floats(values):
+    """The sequence ``values`` as a tuple of floats when each is a Python
+    ``int`` or ``float`` (not a bool, not an array: a Tensor hyper-parameter
+    takes the Python maths), else None; the ``SteadyRow.hyper`` of
+    algorithms whose row takes its options as they are."""
     for v in values:
         kind = type(v)
         if kind is not float and kind is not int:
@@ -322,7 +323,7 @@ def lr_betas_floats(lr, betas, *rest):
     could change in place, unseen."""
     if type(betas) is not tuple or len(betas) != 2:
         return None
-    h = plain_floats(lr, betas[0], betas[1], *rest)
+    h = plain_floats((lr, betas[0], betas[1], *rest))
     return h if h is not None and 0.0 <= h[1] < 1.0 and 0.0 <= h[2] < 1.0 else None
 
 

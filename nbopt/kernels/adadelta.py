@@ -145,15 +145,11 @@ float64 or complex arrays."""
 
 # -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
 
-def _adadelta_hyper(values):
-    return plain_floats(*values)
-
-
 def _adadelta_row(out, steps, commit, lr, rho, eps, wd):
     return store_row(out, adadelta_host(lr, rho, eps, wd), steady_t(steps), steps, commit)
 
 
-ADADELTA_ROW = SteadyRow(("lr", "rho", "eps", "weight_decay"), _adadelta_hyper,
+ADADELTA_ROW = SteadyRow(("lr", "rho", "eps", "weight_decay"), plain_floats,
                          _jit(_adadelta_row))
 
 

@@ -314,7 +314,7 @@ module docstring); C-contiguous float32, float64 or complex arrays."""
 # -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
 
 def _adagrad_hyper(values):
-    h = plain_floats(*values)
+    h = plain_floats(values)
     # lr_decay >= 0 (torch's range): the decayed rate's divisor is >= 1
     return h if h is not None and h[1] >= 0.0 else None
 

@@ -234,7 +234,7 @@ def _asgd_hyper(values):
     lr, lambd, alpha, t0, wd, foreach = values
     if foreach:
         return None
-    h = plain_floats(lr, lambd, alpha, t0, wd)
+    h = plain_floats((lr, lambd, alpha, t0, wd))
     # 1 + lambd * lr * t >= 1: its power is positive
     return h if h is not None and h[0] >= 0.0 and h[1] >= 0.0 and h[2] >= 0.0 else None
 

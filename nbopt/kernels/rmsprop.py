@@ -243,16 +243,12 @@ module docstring); C-contiguous float32, float64 or complex arrays."""
 
 # -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
 
-def _rmsprop_hyper(values):
-    return plain_floats(*values)
-
-
 def _rmsprop_row(out, steps, commit, lr, alpha, eps, wd, momentum):
     return store_row(out, rmsprop_host(lr, alpha, eps, wd, momentum), steady_t(steps),
                      steps, commit)
 
 
-RMSPROP_ROW = SteadyRow(("lr", "alpha", "eps", "weight_decay", "momentum"), _rmsprop_hyper,
+RMSPROP_ROW = SteadyRow(("lr", "alpha", "eps", "weight_decay", "momentum"), plain_floats,
                         _jit(_rmsprop_row))
 
 

@@ -192,7 +192,7 @@ def _rprop_hyper(values):
     if type(etas) is not tuple or type(step_sizes) is not tuple \
             or len(etas) != 2 or len(step_sizes) != 2:
         return None
-    return plain_floats(*etas, *step_sizes)
+    return plain_floats((*etas, *step_sizes))
 
 
 def _rprop_row(out, steps, commit, etaminus, etaplus, step_size_min, step_size_max):

@@ -253,16 +253,12 @@ the module docstring); C-contiguous float32, float64 or complex arrays."""
 
 # -- the steady path's compiled scalar row (AlgorithmSpec.steady_row) ----------
 
-def _sgd_hyper(values):
-    return plain_floats(*values)
-
-
 def _sgd_row(out, steps, commit, lr, momentum, dampening, wd):
     return store_row(out, sgd_host(lr, momentum, dampening, wd, False), steady_t(steps),
                      steps, commit)
 
 
-SGD_ROW = SteadyRow(("lr", "momentum", "dampening", "weight_decay"), _sgd_hyper, _jit(_sgd_row))
+SGD_ROW = SteadyRow(("lr", "momentum", "dampening", "weight_decay"), plain_floats, _jit(_sgd_row))
 
 
 SPEC = register(AlgorithmSpec(
