@@ -10,7 +10,8 @@ reads them at every step).
     build.  None (the default): an element-wise group step over 4096 to
     4M elements runs the build that was faster when measured in this
     process (a steady step times both builds, alternating, at its first
-    steps, 48 steps later and then every 4096 steps; they compute the same
+    steps, 48 steps later and then every 4096 steps, again after 48 when a
+    measurement changes the choice; they compute the same
     values; the general path takes the last choice of its class: algorithm,
     dtype and the powers of two of its element and segment counts), fewer
     runs serial, more parallel; LBFGS's passes use
@@ -86,6 +87,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import types
 import warnings
 
 
@@ -194,6 +196,7 @@ def _decide() -> bool:
         if _serial_only is None:
             layer = threading_layer()
             _serial_only = layer is None or layer == "workqueue"
+            _changed()
         return _serial_only
 
 
@@ -251,6 +254,28 @@ def _after_fork_in_child() -> None:
         # checks parallel_allowed, so plans made in the parent (holding a
         # parallel kernel) are dropped at the child's next step
         _serial_only = True
+        _changed()
+
+
+# Bumped by every change of a knob: an assignment of any attribute of this
+# module (``config.CHUNK_SIZE = ...``, monkeypatching) and the decisions
+# above, so that a cached step plan sees in one comparison that none changed
+# since it was made.
+generation = 0
+
+
+def _changed() -> None:
+    global generation
+    generation += 1
+
+
+class _Knobs(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        _changed()
+
+
+sys.modules[__name__].__class__ = _Knobs
 
 
 if hasattr(os, "register_at_fork"):

@@ -923,7 +923,13 @@ MEASURE_ROUNDS = 4          # timed steps of each build
 MEASURE_BLOCK = 3
 MEASURE_STEPS = 2 * MEASURE_ROUNDS * MEASURE_BLOCK // (MEASURE_BLOCK - 1)
 # steps to a new plan's second measurement: the first may have run beside
-# another thread pool's spinning threads (torch's OpenMP keeps spinning)
+# another thread pool's spinning threads (torch's OpenMP keeps spinning).
+# The same wait follows a measurement that changed the choice: the change
+# holds for REMEASURE_EVERY steps only once a measurement confirms it (a
+# moment of interference makes the serial build look faster: measured
+# beside torch's ASGD steps, ASGD's parallel build over 1000 x 1k swung
+# 225-840 us, the serial one ran 570 us, and the serial choice held for
+# 4096 steps at 2.2x the time of a quiet parallel step)
 REMEASURE_FIRST = 48
 REMEASURE_EVERY = 4096      # steps between later measurements
 _PATHS: dict = {}           # path class -> True (parallel) / False (serial)
@@ -957,16 +963,16 @@ class _Measure:
     """A steady plan's serial/parallel choice by measurement (see _PATHS):
     it times both builds of its kernel over ``MEASURE_ROUNDS`` steps each,
     in alternating blocks (see MEASURE_BLOCK), runs the faster one, and
-    measures again after
-    ``REMEASURE_FIRST`` steps, then every ``REMEASURE_EVERY`` steps (the
-    machine's load changes)."""
+    measures again after ``REMEASURE_FIRST`` steps, then every
+    ``REMEASURE_EVERY`` steps (the machine's load changes) while the
+    measurements agree, after ``REMEASURE_FIRST`` steps again when one
+    changes the choice."""
 
-    __slots__ = ("key", "paths", "times", "left", "until", "won", "rounds", "compiled",
-                 "resolve")
+    __slots__ = ("key", "paths", "times", "left", "until", "won", "compiled", "resolve",
+                 "chosen")
 
     def __init__(self, key, spec: AlgorithmSpec, seg: np.ndarray):
         self.key = key
-        self.rounds = 0
         self.paths = ((spec.cpu[0], _serial_chunks(seg)),
                       (spec.cpu[1], _chunks(seg[:, 3], _parallel_chunk(int(seg[:, 3].sum())))))
         # each build's entry point once it has run through its dispatcher
@@ -974,12 +980,13 @@ class _Measure:
         # the chosen build is still called through its dispatcher
         self.compiled = [None, None]
         self.resolve = False
+        self.chosen = None          # the last measured choice (True: parallel)
         known = _PATHS.get(key)
         if known is None:
             self._restart()
         else:
             self.left, self.until, self.won = 0, REMEASURE_EVERY, self.paths[known]
-            self.resolve = True
+            self.resolve, self.chosen = True, known
 
     def _restart(self) -> None:
         self.times = ([], [])
@@ -1021,11 +1028,11 @@ class _Measure:
             self.compiled[parallel] = _entry_point(kernel, (seg, chunks, *rest))
         if not self.left:
             parallel = min(self.times[1]) < min(self.times[0])
-            _PATHS[self.key] = parallel
-            self.rounds += 1
+            confirmed = parallel == self.chosen
+            _PATHS[self.key] = self.chosen = parallel
             self.won = (self.compiled[parallel], self.paths[parallel][1])
             self.resolve = False
-            self.until = REMEASURE_FIRST if self.rounds == 1 else REMEASURE_EVERY
+            self.until = REMEASURE_EVERY if confirmed else REMEASURE_FIRST
 
 
 def _serial_chunks(seg: np.ndarray) -> np.ndarray:
@@ -1064,7 +1071,7 @@ class _Steady:
                  "stored", "rows", "per_slot", "regrads", "call", "pack", "measure",
                  "spec", "steps", "head", "flags", "options", "option_values", "fast",
                  "fast_get", "fast_raw", "fast_h", "fast_head", "fast_call", "snew",
-                 "committed")
+                 "committed", "watch", "watched")
 
     def __init__(self, fg, group, launch, arrays):
         kernel, seg, chunks, scalars = launch
@@ -1081,7 +1088,7 @@ class _Steady:
         # the optional state some slot lacks: the plan holds while the group
         # wants none of it
         self.absent = [s for s in fg.spec.state if not fg.present[s.name].all()]
-        self.knobs = (config.PARALLEL_THRESHOLD, config.CHUNK_SIZE, config._serial_only)
+        self.knobs = config.generation
         # every slot has one width (one key): its scalar-state arrays, and how
         # a new value is rounded when stored
         self.wide = bool(fg.wide[0])
@@ -1112,16 +1119,17 @@ class _Steady:
         # arguments are converted again only when an option's value changes
         self.fast = fg.spec.steady_row if fg.device is None else None
         self.committed = False      # this step's counts and scalar state are written
+        self.fast_h = None
         if self.fast is not None:
             self.fast_get = operator.itemgetter(*self.fast.keys)
-            self.fast_raw, self.fast_h = _NOT_READ, None
+            self.fast_raw = _NOT_READ
             self.snew = np.zeros(max(1, len(self.sarrays)))
             self.fast_head = ((self.scalars, self.steps, *self.sarrays, self.snew) if self.sarrays
                               else (self.scalars, self.steps))
             self.fast_call = self.fast.row
         # The group options the kernel flags and the absent state's wants
-        # read, when all are immutable values: while they are unchanged (one
-        # C-level read and comparison) the flags are reused (~0.3 us a step)
+        # read, when all are immutable values: while they are unchanged the
+        # flags are reused (~0.3 us a step)
         self.flags = self.options = self.option_values = None
         read = _ReadKeys(group)
         flags = fg.spec.flags(read)
@@ -1131,8 +1139,14 @@ class _Steady:
         if keys:
             options = operator.itemgetter(*keys)
             values = options(group)
-            if all(map(_immutable, values if len(keys) > 1 else (values,))):
+            if _immutable(values if len(keys) > 1 else (values,)):
                 self.flags, self.options, self.option_values = flags, options, values
+        # Every option either reads, watched as one tuple: while it equals
+        # the last one seen (one C-level read and comparison a step), neither
+        # the flags nor the compiled row's arguments need a look
+        watched = sorted(set(keys) | set(self.fast.keys if self.fast is not None else ()))
+        self.watch = operator.itemgetter(*watched) if watched else None
+        self.watched = _NOT_READ
 
     def ready(self, group, solo: bool = False) -> bool:
         """Whether the plan holds for this step of ``group`` (see the class
@@ -1140,7 +1154,7 @@ class _Steady:
         raise), changing nothing but the plan, unless ``solo`` (the step's
         only plan: nothing can fail after this) lets the compiled row write
         the step counts and scalar state too.  One method: a 1k-element
-        step costs ~3 us, a call ~0.1 us."""
+        step costs ~2 us, a call ~0.1 us."""
         fg = self.fg
         epoch = Parameter._grad_epoch
         self.regrads = None
@@ -1153,18 +1167,24 @@ class _Steady:
                     return False
             else:
                 self.epoch = epoch
-        knobs = self.knobs
-        if (self.group is not group or knobs[0] != config.PARALLEL_THRESHOLD
-                or knobs[1] != config.CHUNK_SIZE or knobs[2] is not config._serial_only):
+        if self.group is not group or self.knobs != config.generation:
             return False
-        options = self.options
-        if options is None or options(group) != self.option_values:
-            for s in self.absent:
-                if s.wanted(group):
-                    return False   # the slow path allocates, or raises torch's KeyError
-            self.flags = None
-        if self.fast is not None and self._fast_row(group, solo):
-            return True         # (it checked that the step counts and scalar state agree)
+        try:
+            same = self.watch(group) == self.watched
+        except Exception:       # a key deleted, or an option that is an array
+            same = False
+        if not same and not self._reread(group):
+            return False
+        h = self.fast_h
+        if h is not None:
+            # the compiled row (it checks that the step counts and scalar state agree)
+            call = self.fast_call
+            t = call(*self.fast_head, solo, *h)
+            if call is self.fast.row:
+                self.fast_call = _entry_point(call, (*self.fast_head, solo, *h))
+            if t:
+                self.t, self.new, self.committed = t, self.snew, solo
+                return True
         self.committed = False
         for check, values in self.uniform:
             if not check(values):
@@ -1199,28 +1219,35 @@ class _Steady:
         self.t, self.new = t, new
         return True
 
-    def _fast_row(self, group, solo: bool) -> bool:
-        """This step's scalars by the compiled row (see ``__init__``); False
-        where the Python maths must run (an option that is not a plain
-        float, a missing key, a value not finite: it raises, or computes,
-        as the general path does)."""
-        h = self.fast_h
-        try:
-            raw = self.fast_get(group)
-            if raw != self.fast_raw:
-                self.fast_raw = raw
-                h = self.fast_h = self.fast.hyper(raw)
-        except Exception:       # KeyError, a comparison of arrays: the Python maths decides
-            self.fast_raw, h = _NOT_READ, None
-        if h is None:
-            return False
-        call = self.fast_call
-        t = call(*self.fast_head, solo, *h)
-        if call is self.fast.row:
-            self.fast_call = _entry_point(call, (*self.fast_head, solo, *h))
-        if not t:
-            return False
-        self.t, self.new, self.committed = t, self.snew, solo
+    def _reread(self, group) -> bool:
+        """The watched options differ from the last ones seen (or cannot be
+        compared): the flags are read again at the kernel call, the absent
+        state's wants checked, the compiled row's arguments converted again
+        (``fast_h`` None where the Python maths must run: an option that is
+        not a plain float, a missing key).  False: the plan no longer holds."""
+        options = self.options
+        if options is None or options(group) != self.option_values:
+            for s in self.absent:
+                if s.wanted(group):
+                    return False   # the slow path allocates, or raises torch's KeyError
+            self.flags = None
+        if self.fast is not None:
+            try:
+                raw = self.fast_get(group)
+                if raw != self.fast_raw:
+                    self.fast_raw = raw
+                    self.fast_h = self.fast.hyper(raw)
+            except Exception:   # KeyError, a comparison of arrays: the Python maths decides
+                self.fast_raw, self.fast_h = _NOT_READ, None
+        # watched again only while no option can change in place (an array)
+        self.watched = _NOT_READ
+        if self.watch is not None:
+            try:
+                values = self.watch(group)
+            except KeyError:
+                return True
+            if _immutable(values):
+                self.watched = values
         return True
 
     def _new_grads(self, fg, grads, ids, epoch) -> bool:

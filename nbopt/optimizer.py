@@ -619,6 +619,7 @@ class ElementwiseOptimizer(Optimizer):
             return None
         state = self.state
         seen = (state, state.version)   # FlatGroup.sync's O(1) check
+        solo = len(groups) == 1
         plans = []
         gi = 0
         for group in groups:
@@ -634,11 +635,17 @@ class ElementwiseOptimizer(Optimizer):
                     return None
             elif not _same_params(group["params"], gp.snapshot, False):
                 return None
-            # the step's only plan writes its counts as it computes its row
-            solo = len(groups) == 1 and len(gp.flat) == 1
-            for fg in gp.flat:
+            fgs = gp.flat
+            if solo and len(fgs) == 1:
+                # the step's only plan: it writes its counts as it computes its row
+                fg = fgs[0]
                 steady = fg._steady
-                if steady is None or fg._seen != seen or not steady.ready(group, solo):
+                if steady is None or fg._seen != seen or not steady.ready(group, True):
+                    return None
+                return (steady,)
+            for fg in fgs:
+                steady = fg._steady
+                if steady is None or fg._seen != seen or not steady.ready(group, False):
                     return None
                 plans.append(steady)
         return plans

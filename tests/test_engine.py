@@ -54,6 +54,31 @@ def test_parallel_chunked_kernels_match_serial(cls, kwargs, dtype, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("knob,value", [("CHUNK_SIZE", 16), ("PARALLEL_THRESHOLD", 0),
+                                         ("_serial_only", True)])
+def test_changing_a_config_knob_mid_run_rebuilds_the_steady_plan(knob, value, monkeypatch):
+    # the engine reads the knobs at every step: a cached plan made under the
+    # old ones (its chunk table, its serial/parallel build) must not survive
+    monkeypatch.setattr(config, "PARALLEL_THRESHOLD", 1 << 40)
+    monkeypatch.setattr(config, "_serial_only", False)
+    p = nbopt.Parameter(np.zeros(100, np.float32))
+    p.grad = np.ones(100, np.float32)
+    opt = nbopt.SGD([p], lr=0.1)
+    for _ in range(3):
+        opt.step()
+    before = opt._flat[0].flat[0]._steady
+    assert before is not None and len(before.chunks) == 1
+    monkeypatch.setattr(config, knob, value)
+    opt.step()
+    after = opt._flat[0].flat[0]._steady
+    assert after is not before, f"a plan made before {knob} changed was reused"
+    if knob == "CHUNK_SIZE":
+        assert len(after.chunks) == 1      # still serial: one chunk
+    if knob == "PARALLEL_THRESHOLD":
+        assert len(after.chunks) > 1       # parallel now, in chunks
+    np.testing.assert_allclose(p, np.full(100, -0.4, np.float32), rtol=1e-6)
+
+
 def test_writing_a_step_count_leaves_the_steady_path():
     w = nbopt.Parameter(np.zeros(4))
     v = nbopt.Parameter(np.zeros(4))
@@ -295,16 +320,11 @@ def _steps_of(n, steps, monkeypatch, threshold, clock=None):
     return np.array(p), opt, engine._PATHS
 
 
-@pytest.mark.parametrize("parallel_wins", [True, False])
-def test_measured_choice_times_both_builds_and_keeps_the_numbers(parallel_wins, monkeypatch):
+def _timed_builds(monkeypatch, now, cost):
+    """Make every measured plan's builds advance the clock ``now`` by
+    ``cost[parallel]`` per call; returns the list of builds called, in order."""
     from nbopt import engine
 
-    if not config.parallel_allowed():
-        pytest.skip("this process runs serial kernels only (Numba threading layer)")
-    fixed, _, _ = _steps_of(20000, 20, monkeypatch, 1 << 62)       # serial throughout
-    # a clock that the builds advance by a set cost each: the wanted one is faster
-    now = [0.0]
-    cost = {1: 1.0, 0: 2.0} if parallel_wins else {1: 2.0, 0: 1.0}
     builds = []
     made = engine._Measure.__init__
 
@@ -321,6 +341,20 @@ def test_measured_choice_times_both_builds_and_keeps_the_numbers(parallel_wins, 
         self.paths = tuple((timed(k, par), c) for par, (k, c) in enumerate(self.paths))
 
     monkeypatch.setattr(engine._Measure, "__init__", init)
+    return builds
+
+
+@pytest.mark.parametrize("parallel_wins", [True, False])
+def test_measured_choice_times_both_builds_and_keeps_the_numbers(parallel_wins, monkeypatch):
+    from nbopt import engine
+
+    if not config.parallel_allowed():
+        pytest.skip("this process runs serial kernels only (Numba threading layer)")
+    fixed, _, _ = _steps_of(20000, 20, monkeypatch, 1 << 62)       # serial throughout
+    # a clock that the builds advance by a set cost each: the wanted one is faster
+    now = [0.0]
+    cost = {1: 1.0, 0: 2.0} if parallel_wins else {1: 2.0, 0: 1.0}
+    builds = _timed_builds(monkeypatch, now, cost)
     measured, opt, paths = _steps_of(20000, 20, monkeypatch, None, clock=lambda: now[0])
     np.testing.assert_array_equal(measured, fixed)  # both builds compute the same values
     timed = builds[:engine.MEASURE_STEPS]
@@ -334,6 +368,34 @@ def test_measured_choice_times_both_builds_and_keeps_the_numbers(parallel_wins, 
     # path takes it too
     seg = opt._flat[0].flat[0]._steady.seg
     assert engine._runs_parallel(opt._flat[0].flat[0].spec, seg, np.float32) is parallel_wins
+
+
+def test_a_changed_choice_is_measured_again_soon_before_it_holds(monkeypatch):
+    # one measurement beside another pool's spinning threads can make the
+    # serial build look faster: that choice must not hold for REMEASURE_EVERY steps
+    from nbopt import engine
+
+    if not config.parallel_allowed():
+        pytest.skip("this process runs serial kernels only (Numba threading layer)")
+    now = [0.0]
+    cost = {1: 1.0, 0: 2.0}
+    _timed_builds(monkeypatch, now, cost)
+    _, opt, paths = _steps_of(20000, 2, monkeypatch, None, clock=lambda: now[0])
+    measure = opt._flat[0].flat[0]._steady.measure
+    assert measure is not None and measure.left
+    # who wins each measurement: parallel, serial (a moment of interference),
+    # parallel (back), parallel (confirmed)
+    outcome = []
+    for parallel_wins in (True, False, True, True):
+        cost[1], cost[0] = (1.0, 2.0) if parallel_wins else (2.0, 1.0)
+        for _ in range(engine.REMEASURE_EVERY + engine.MEASURE_STEPS):
+            left = measure.left
+            opt.step()
+            if left == 1:           # that step ended a measurement
+                break
+        outcome.append((list(paths.values()), measure.until))
+    assert outcome == [([True], engine.REMEASURE_FIRST), ([False], engine.REMEASURE_FIRST),
+                       ([True], engine.REMEASURE_FIRST), ([True], engine.REMEASURE_EVERY)]
 
 
 def test_measured_choice_stays_out_of_fixed_thresholds_and_small_steps(monkeypatch):
