@@ -501,6 +501,13 @@ def workload_list(text: str) -> list[str]:
 workload_list.__name__ = "workload list"
 
 
+# Warm-up of every callable before timing: this many calls (nbopt's second
+# serial/parallel measurement ends at a plan's 72nd step), or fewer (at
+# least 3) once this many seconds have passed
+WARMUP_CALLS = 80
+WARMUP_S = 0.15
+
+
 def _interleaved_medians(fns: dict, repeat: int, budget: float = 3.0) -> dict:
     """Median time per call of each callable, measured in interleaved rounds so
     that drifts of the machine hit all of them alike, the order rotating
@@ -515,9 +522,16 @@ def _interleaved_medians(fns: dict, repeat: int, budget: float = 3.0) -> dict:
     for name, fn in fns.items():
         # compile / first-touch outside the measurement: an optimizer's
         # first steps create its state, then its steady plan (which loads
-        # compiled helpers), each slower than the steps that follow
-        for _ in range(3):
+        # compiled helpers), each slower than the steps that follow; a
+        # training loop's steady state comes later still: nbopt measures
+        # its serial and parallel builds over a plan's first steps and
+        # again 48 steps later (see nbopt.engine.REMEASURE_FIRST), so
+        # every callable warms up over WARMUP_CALLS calls or WARMUP_S
+        warm = time.perf_counter() + WARMUP_S
+        for k in range(WARMUP_CALLS):
             fn()
+            if k >= 2 and time.perf_counter() > warm:
+                break
         one = float("inf")
         for _ in range(3):
             t = time.perf_counter()
