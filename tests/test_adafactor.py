@@ -706,6 +706,27 @@ def test_serial_and_parallel_kernels_agree_bit_for_bit(monkeypatch):
             np.testing.assert_array_equal(x, y)
 
 
+def test_a_knob_changed_mid_run_rebuilds_the_plan(monkeypatch):
+    # the steady step reuses its plan while no config knob changed: U kept
+    # or recomputed is a choice the plan makes (same bits either way)
+    rng = np.random.default_rng(4)
+    p = nbopt.Parameter(rng.standard_normal(3000).astype(np.float32))
+    ref = nbopt.Parameter(np.array(p))
+    opt, ref_opt = nbopt.Adafactor([p]), nbopt.Adafactor([ref])
+    for k in range(6):
+        g = rng.standard_normal(3000).astype(np.float32)
+        p.grad, ref.grad = g, g.copy()
+        if k == 3:
+            plan = next(iter(opt._steady.values())).entries[0][0]._plan
+            monkeypatch.setattr(config, "ADAFACTOR_STORE_LIMIT", 0)
+        opt.step()
+        ref_opt.step()
+        if k == 3:
+            now = next(iter(opt._steady.values())).entries[0][0]._plan
+            assert now is not plan and now.tasks1[0, 2] == 0   # U recomputed now
+    np.testing.assert_array_equal(p, ref)
+
+
 @requires_torch
 def test_reductions_follow_torchs_summation_order():
     import torch
