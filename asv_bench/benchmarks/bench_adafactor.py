@@ -19,6 +19,9 @@ WORKLOADS = {
     "1x(2000x5000)": (1, (2000, 5000)),
     # vectors: the unfactored path
     "100x100k": (100, (100_000,)),
+    # one vector stepped whole by one thread: variance, U and both norms in
+    # one pass (its lane sums: the vector chains of kernels/adafactor.py)
+    "1x100k": (1, (100_000,)),
 }
 
 
