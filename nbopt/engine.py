@@ -1071,7 +1071,7 @@ class _Steady:
                  "stored", "rows", "per_slot", "regrads", "call", "pack", "measure",
                  "spec", "steps", "head", "flags", "options", "option_values", "fast",
                  "fast_get", "fast_raw", "fast_h", "fast_head", "fast_call", "snew",
-                 "committed", "watch", "watched")
+                 "committed", "watch", "watched", "args")
 
     def __init__(self, fg, group, launch, arrays):
         kernel, seg, chunks, scalars = launch
@@ -1115,6 +1115,7 @@ class _Steady:
             _entry_point(kernel, (seg, chunks, self.scalars, *arrays, *fg.spec.flags(group)))
         self.measure = None if fg.device is not None else _Measure.of(fg.spec, seg, fg.dtype)
         self.head = (seg, chunks, self.scalars, *arrays)
+        self.args = None            # (*head, *flags) while both hold
         # the compiled scalar row (AlgorithmSpec.steady_row): its float
         # arguments are converted again only when an option's value changes
         self.fast = fg.spec.steady_row if fg.device is None else None
@@ -1230,7 +1231,7 @@ class _Steady:
             for s in self.absent:
                 if s.wanted(group):
                     return False   # the slow path allocates, or raises torch's KeyError
-            self.flags = None
+            self.flags = self.args = None
         if self.fast is not None:
             try:
                 raw = self.fast_get(group)
@@ -1282,21 +1283,29 @@ class _Steady:
             self.steps.fill(self.t)
             for arr, value in zip(self.sarrays, self.new):
                 arr.fill(value)
-        flags = self.flags
-        if flags is None:
-            flags = self.spec.flags(self.group)
         measure = self.measure
         if measure is not None:
             if measure.left or measure.until <= 1 or measure.resolve:
                 # a measuring step (or the first of a known choice)
+                flags = self.flags
+                if flags is None:
+                    flags = self.spec.flags(self.group)
                 measure.run(self.seg, (self.scalars, *self.arrays, *flags))
                 if not measure.left and not measure.resolve:
                     # chosen: call that build directly until it measures again
                     self.call, chunks = measure.won
                     self.head = (self.seg, chunks, self.scalars, *self.arrays)
+                    self.args = None
                 return
             measure.until -= 1
-        self.call(*self.head, *flags)
+        args = self.args
+        if args is None:
+            flags = self.flags
+            if flags is None:       # options that can change in place: read every step
+                self.call(*self.head, *self.spec.flags(self.group))
+                return
+            args = self.args = (*self.head, *flags)
+        self.call(*args)
 
 
 _STRUCT_CODES = {np.float32: "f", np.float64: "d"}
