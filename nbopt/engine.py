@@ -1069,7 +1069,7 @@ class _Steady:
     __slots__ = ("fg", "group", "seg", "chunks", "kernel", "arrays", "scalars", "absent",
                  "knobs", "grad_ids", "epoch", "uniform", "t", "new", "wide", "sarrays",
                  "stored", "rows", "per_slot", "regrads", "call", "pack", "measure",
-                 "spec", "steps", "head", "flags", "options", "option_values", "fast",
+                 "spec", "steps", "head", "flags", "fast",
                  "fast_get", "fast_raw", "fast_h", "fast_head", "fast_call", "snew",
                  "committed", "watch", "watched", "args")
 
@@ -1128,25 +1128,17 @@ class _Steady:
             self.fast_head = ((self.scalars, self.steps, *self.sarrays, self.snew) if self.sarrays
                               else (self.scalars, self.steps))
             self.fast_call = self.fast.row
-        # The group options the kernel flags and the absent state's wants
-        # read, when all are immutable values: while they are unchanged the
-        # flags are reused (~0.3 us a step)
-        self.flags = self.options = self.option_values = None
+        # Every option the kernel flags, the absent state's wants and the
+        # compiled row read, watched as one tuple: while it equals the last
+        # one seen (one C-level read and comparison a step) the flags and
+        # the row's arguments are reused (see _reread)
+        self.flags = None
         read = _ReadKeys(group)
-        flags = fg.spec.flags(read)
+        fg.spec.flags(read)
         for s in self.absent:
             s.wanted(read)
-        keys = sorted(read.keys_read)
-        if keys:
-            options = operator.itemgetter(*keys)
-            values = options(group)
-            if _immutable(values if len(keys) > 1 else (values,)):
-                self.flags, self.options, self.option_values = flags, options, values
-        # Every option either reads, watched as one tuple: while it equals
-        # the last one seen (one C-level read and comparison a step), neither
-        # the flags nor the compiled row's arguments need a look
-        watched = sorted(set(keys) | set(self.fast.keys if self.fast is not None else ()))
-        self.watch = operator.itemgetter(*watched) if watched else None
+        watched = sorted(read.keys_read | set(self.fast.keys if self.fast is not None else ()))
+        self.watch = operator.itemgetter(*watched) if watched else _NO_OPTIONS
         self.watched = _NOT_READ
 
     def ready(self, group, solo: bool = False) -> bool:
@@ -1222,16 +1214,14 @@ class _Steady:
 
     def _reread(self, group) -> bool:
         """The watched options differ from the last ones seen (or cannot be
-        compared): the flags are read again at the kernel call, the absent
-        state's wants checked, the compiled row's arguments converted again
-        (``fast_h`` None where the Python maths must run: an option that is
-        not a plain float, a missing key).  False: the plan no longer holds."""
-        options = self.options
-        if options is None or options(group) != self.option_values:
-            for s in self.absent:
-                if s.wanted(group):
-                    return False   # the slow path allocates, or raises torch's KeyError
-            self.flags = self.args = None
+        compared): the absent state's wants checked, the compiled row's
+        arguments converted again (``fast_h`` None where the Python maths must
+        run: an option that is not a plain float, a missing key), the flags
+        read again (and kept while no option can change in place: an array
+        is read at every step).  False: the plan no longer holds."""
+        for s in self.absent:
+            if s.wanted(group):
+                return False   # the slow path allocates, or raises torch's KeyError
         if self.fast is not None:
             try:
                 raw = self.fast_get(group)
@@ -1240,15 +1230,15 @@ class _Steady:
                     self.fast_h = self.fast.hyper(raw)
             except Exception:   # KeyError, a comparison of arrays: the Python maths decides
                 self.fast_raw, self.fast_h = _NOT_READ, None
-        # watched again only while no option can change in place (an array)
+        # read here, before anything changes (a deleted option raises torch's KeyError)
+        self.flags, self.args = self.spec.flags(group), None
         self.watched = _NOT_READ
-        if self.watch is not None:
-            try:
-                values = self.watch(group)
-            except KeyError:
-                return True
-            if _immutable(values):
-                self.watched = values
+        try:
+            values = self.watch(group)
+        except KeyError:
+            return True
+        if _immutable(values):
+            self.watched = values
         return True
 
     def _new_grads(self, fg, grads, ids, epoch) -> bool:
@@ -1287,10 +1277,7 @@ class _Steady:
         if measure is not None:
             if measure.left or measure.until <= 1 or measure.resolve:
                 # a measuring step (or the first of a known choice)
-                flags = self.flags
-                if flags is None:
-                    flags = self.spec.flags(self.group)
-                measure.run(self.seg, (self.scalars, *self.arrays, *flags))
+                measure.run(self.seg, (self.scalars, *self.arrays, *self.flags))
                 if not measure.left and not measure.resolve:
                     # chosen: call that build directly until it measures again
                     self.call, chunks = measure.won
@@ -1300,16 +1287,17 @@ class _Steady:
             measure.until -= 1
         args = self.args
         if args is None:
-            flags = self.flags
-            if flags is None:       # options that can change in place: read every step
-                self.call(*self.head, *self.spec.flags(self.group))
-                return
-            args = self.args = (*self.head, *flags)
+            args = self.args = (*self.head, *self.flags)
         self.call(*args)
 
 
 _STRUCT_CODES = {np.float32: "f", np.float64: "d"}
 _NOT_READ = object()        # no option values read yet (never equal to a tuple)
+
+
+def _NO_OPTIONS(group) -> tuple:
+    """The watched options of a plan that reads none."""
+    return ()
 
 
 class _ReadKeys(dict):

@@ -423,6 +423,26 @@ def test_parallel_chunks_split_evenly_between_threads(monkeypatch):
         assert max(loads) - min(loads) <= 16 * len(chunks), loads
 
 
+@pytest.mark.parametrize("cls,key", [("Adam", "maximize"), ("SGD", "nesterov"),
+                                     ("Adam", "lr"), ("RMSprop", "centered")])
+def test_deleting_an_option_the_steady_plan_reads_raises_before_anything_changes(cls, key):
+    # torch's step reads the option and raises KeyError; the steady plan
+    # must not run its kernel or write its step counts first
+    p = nbopt.Parameter(np.linspace(-1, 1, 50))
+    p.grad = np.linspace(1, 2, 50)
+    opt = getattr(nbopt, cls)([p], lr=0.01)
+    for _ in range(3):
+        opt.step()
+    assert opt._flat[0].flat[0]._steady is not None
+    before = np.array(p), {k: np.array(v) for k, v in opt.state[p].items()}
+    del opt.param_groups[0][key]
+    with pytest.raises(KeyError):
+        opt.step()
+    np.testing.assert_array_equal(p, before[0])
+    for k, v in before[1].items():
+        np.testing.assert_array_equal(opt.state[p][k], v)
+
+
 @pytest.mark.parametrize("cls,key,value", [
     ("Adam", "maximize", True), ("Adam", "weight_decay", 0.1), ("SGD", "nesterov", True),
     ("RMSprop", "centered", True), ("Adam", "amsgrad", True), ("AdamW", "lr", np.ones(1) * 0.01)])
