@@ -99,6 +99,35 @@ def test_cuda_kernel_compiles_to_ptx_without_float64_in_float32_or_contraction(n
     assert "fusable mul/add: 0" in out.stdout and "ptxas may fuse" not in out.stdout
 
 
+# NumPy 2.5 as numba-cuda meets it: no ``np.row_stack``, which numba-cuda
+# 0.30.4 overloads when its array typing loads (every kernel compile failed)
+_WITHOUT_ROW_STACK = """
+import runpy, sys
+import numpy as np
+if hasattr(np, "row_stack"):
+    del np.row_stack
+    np.__all__ = [n for n in np.__all__ if n != "row_stack"]
+sys.argv = [sys.argv[1], "Adam"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as stop:
+    print("numpy has row_stack after:", hasattr(np, "row_stack"))
+    raise
+"""
+
+
+@requires_numba_cuda
+def test_kernels_compile_where_numpy_has_no_row_stack():
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_ROW_STACK,
+                          os.path.join(HERE, "gpu", "ptx_check.py")],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode == 2:
+        pytest.skip("NVVM is not installed (pip install 'numba-cuda[cu13]')")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^adam +float32 .*float64 instructions: 0,", out.stdout, re.M), out.stdout
+    assert "numpy has row_stack after: False" in out.stdout
+
+
 @requires_numba_cuda
 def test_averaging_and_fill_kernels_compile_to_ptx_without_float64_in_float32():
     out = _run_ptx("ptx_check.py", "--helpers")

@@ -53,6 +53,33 @@ SIMULATED = bool(_numba_config.ENABLE_CUDASIM)
 MAX_BLOCKS = 65535
 
 
+def _load_array_typing_without_row_stack():
+    """Load numba-cuda's array typing now, where NumPy no longer has
+    ``np.row_stack`` (removed in NumPy 2.5).
+
+    numba-cuda (0.30.4 and earlier) registers an overload of ``np.row_stack``
+    when its array typing first loads, at the first kernel compile, and fails
+    there with ``AttributeError`` on NumPy 2.5: no kernel compiles.  Its
+    maintainers do not plan to follow newer NumPy (NVIDIA/numba-cuda#907), so
+    the module is loaded here with a stand-in alias in place, which is then
+    taken away: NumPy is left as it was found.
+    """
+    if SIMULATED or hasattr(np, "row_stack"):
+        return
+
+    def row_stack(tup, *, dtype=None, casting="same_kind"):
+        return np.vstack(tup, dtype=dtype, casting=casting)
+
+    np.row_stack = row_stack
+    try:
+        import numba.cuda.np.arrayobj  # noqa: F401
+    finally:
+        del np.row_stack
+
+
+_load_array_typing_without_row_stack()
+
+
 def device_ptr(addr, like):
     """A pointer of ``like``'s dtype at address ``addr`` (Python: the
     simulator's host memory; compiled: an ``inttoptr``)."""
