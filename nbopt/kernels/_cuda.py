@@ -246,7 +246,21 @@ def compile_kernel(loop, elements):
     # importing a kernels module does not import numba.cuda
     loop.__globals__.update(cuda=cuda, device_chunk=device_chunk, device_ptr=device_ptr,
                             device_carray=device_carray)
-    return cuda.jit(loop)
+    return _jit_kernel(loop)
+
+
+def _jit_kernel(loop):
+    """``cuda.jit(loop)`` without link-time optimisation.
+
+    numba-cuda links with LTO by default wherever nvJitLink is installed (any
+    CUDA 12.3+ setup), and nvJitLink generates the code again from NVVM IR:
+    NVVM's ``-fma=0`` (:func:`no_contraction`) does not reach it, so the
+    linked PTX holds plain ``mul.f32``/``add.f32`` that ptxas fuses
+    (measured on an H200: RAdam 52 ulps, centered RMSprop 56 ulps from the
+    CPU path).  The kernels call no external device code, so LTO gains them
+    nothing.
+    """
+    return cuda.jit(loop) if SIMULATED else cuda.jit(loop, lto=False)
 
 
 def launch_shape(n_chunks: int) -> tuple[int, int]:
@@ -377,7 +391,7 @@ def fill(flat, value, stream=0) -> None:
     if flat.shape[0] == 0:
         return
     if _fill_kernel is None:
-        _fill_kernel = cuda.jit(_fill_loop)
+        _fill_kernel = _jit_kernel(_fill_loop)
     threads = min(256, flat.shape[0])
     blocks = min(-(-flat.shape[0] // threads), 4096)
     _fill_kernel[blocks, threads, stream](flat, flat.dtype.type(value))

@@ -43,11 +43,32 @@ def compile_ptx(kernel, args):
     from nbopt.kernels._cuda import no_contraction
 
     if hasattr(kernel, "get"):      # a CudaKernel (compiled lazily)
-        kernel = kernel.get().py_func
+        kernel = kernel.get()
     signature = tuple(a if isinstance(a, Type) else typeof(a) for a in args)
     with no_contraction():
+        if isinstance(kernel, dispatcher.CUDADispatcher):
+            return launch_ptx(kernel, signature)
         ptx, _ = cuda.compile_ptx(kernel, signature, cc=CC)
     return ptx
+
+
+def launch_ptx(kernel, signature):
+    """The PTX a launch of the dispatcher ``kernel`` hands to ptxas: compiled
+    with the dispatcher's own options and, where those link with LTO, the
+    PTX nvJitLink generates at link time (which NVVM's options do not reach)."""
+    from numba.cuda import codegen, dispatcher
+
+    ensure_cc = codegen.CUDACodeLibrary._ensure_cc
+    # no GPU here: the compute capability a launch would read from the device
+    codegen.CUDACodeLibrary._ensure_cc = lambda self, cc: cc or (*CC, "a")
+    try:
+        compiled = dispatcher._Kernel(kernel.py_func, signature, **kernel.targetoptions)
+        library = compiled._codelibrary
+        if kernel.targetoptions.get("lto"):
+            return library.get_lto_ptx(cc=(*CC, "a"))
+        return library.get_asm_str(cc=(*CC, "a"))
+    finally:
+        codegen.CUDACodeLibrary._ensure_cc = ensure_cc
 
 
 def nvvm_missing() -> bool:
