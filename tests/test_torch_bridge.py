@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch", reason="nbopt.torch needs torch (an optiona
 import nbopt  # noqa: E402
 import nbopt.torch as nt  # noqa: E402
 from cases import CASES, TOLERANCES  # noqa: E402
+from conftest import torch_sqrt_is_ieee  # noqa: E402
 from test_algorithm_lists import all_optimizers, api_classes  # noqa: E402
 
 STEPS = 6
@@ -179,7 +180,10 @@ def test_sparse_embedding_gradients_match_torch(name):
                 opt.step()
             opt.zero_grad()
         out.append(emb.weight.detach().clone().numpy())
-    np.testing.assert_array_equal(out[1], out[0])
+    if torch_sqrt_is_ieee() or name == "SGD":
+        np.testing.assert_array_equal(out[1], out[0])
+    else:   # torch's float32 sqrt is an ulp off IEEE on this CPU (see conftest)
+        np.testing.assert_allclose(out[1], out[0], rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("name,options", [("Adafactor", dict(lr=0.01)),

@@ -20,7 +20,7 @@ import pytest
 
 from cases import (CHECKPOINT_STEP, SHAPES, STEPS, VARIANT_CASES, Case, grad_is_none,
                    variant_dtypes)
-from conftest import load_reference, requires_torch
+from conftest import live_tolerances, load_reference, requires_torch
 from test_parity import assert_same_trajectory
 from reference_io import read_trajectory, run_trajectory, torch_to_numpy
 from trajectory import make_inputs
@@ -126,7 +126,8 @@ def test_reloaded_run_matches_committed_torch_reference(case, dtype):
 @pytest.mark.parametrize("case,dtype", PARAMS, ids=IDS)
 def test_matches_live_torch(case, dtype):
     inputs = inputs_for(case, dtype)
-    assert_same_trajectory(run("nbopt", case, inputs), run("torch", case, inputs), dtype)
+    assert_same_trajectory(run("nbopt", case, inputs), run("torch", case, inputs), dtype,
+                           tolerances=live_tolerances(dtype))
 
 
 @requires_torch
@@ -134,7 +135,8 @@ def test_matches_live_torch(case, dtype):
 def test_reloaded_run_matches_live_torch(case, dtype):
     inputs = inputs_for(case, dtype)
     assert_same_trajectory({STEPS: run("nbopt", case, inputs, reload=True)[STEPS]},
-                           {STEPS: run("torch", case, inputs, reload=True)[STEPS]}, dtype)
+                           {STEPS: run("torch", case, inputs, reload=True)[STEPS]}, dtype,
+                           tolerances=live_tolerances(dtype))
 
 
 def _default_path(case: Case) -> Case:
