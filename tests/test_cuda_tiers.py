@@ -110,7 +110,7 @@ if hasattr(np, "row_stack"):
 sys.argv = [sys.argv[1], "Adam"]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
-except SystemExit as stop:
+except SystemExit:
     print("numpy has row_stack after:", hasattr(np, "row_stack"))
     raise
 """

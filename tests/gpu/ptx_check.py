@@ -58,15 +58,15 @@ def launch_ptx(kernel, signature):
     PTX nvJitLink generates at link time (which NVVM's options do not reach)."""
     from numba.cuda import codegen, dispatcher
 
+    arch = (*CC, "a")       # what a launch reads from an sm_90 device
     ensure_cc = codegen.CUDACodeLibrary._ensure_cc
-    # no GPU here: the compute capability a launch would read from the device
-    codegen.CUDACodeLibrary._ensure_cc = lambda self, cc: cc or (*CC, "a")
+    codegen.CUDACodeLibrary._ensure_cc = lambda self, cc: cc or arch    # no GPU here
     try:
         compiled = dispatcher._Kernel(kernel.py_func, signature, **kernel.targetoptions)
         library = compiled._codelibrary
         if kernel.targetoptions.get("lto"):
-            return library.get_lto_ptx(cc=(*CC, "a"))
-        return library.get_asm_str(cc=(*CC, "a"))
+            return library.get_lto_ptx(cc=arch)
+        return library.get_asm_str(cc=arch)
     finally:
         codegen.CUDACodeLibrary._ensure_cc = ensure_cc
 
